@@ -1,0 +1,3 @@
+from syntriever_haystack.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,137 @@
+"""The ``syntriever`` command line.
+
+Sub-commands import their heavy dependencies (torch, ...) only when they run, so ``syntriever --help``
+and the serving-side commands stay fast and work in a torch-free install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from syntriever_haystack.errors import SyntrieverError
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from syntriever_haystack.export import export_model, format_report
+    except ImportError as exc:
+        print(
+            f"error: `syntriever export` needs the export extra ({exc.name} is missing): "
+            "pip install 'syntriever-haystack[export]'",
+            file=sys.stderr,
+        )
+        return 1
+    result = export_model(
+        args.source,
+        args.output,
+        kind=args.kind,
+        max_length=args.max_length,
+        int8=not args.no_int8,
+        query_prefix=args.query_prefix,
+        document_prefix=args.document_prefix,
+        probe_file=args.probe_file,
+        opset=args.opset,
+        force=args.force,
+    )
+    print(format_report(result))
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from syntriever_haystack.serve.metadata import METADATA_FILE, ModelMetadata
+
+    ModelMetadata.load(args.model)  # validates, with a clear error
+    print((Path(args.model) / METADATA_FILE).read_text(encoding="utf-8"), end="")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from syntriever_haystack.serve.onnx_model import load_onnx_model
+
+    model = load_onnx_model(args.model, precision=args.precision, expected_kind="bi-encoder")
+    prefix = model.metadata.query_prefix if args.query else model.metadata.document_prefix
+    vectors = model.embed([prefix + t for t in args.texts], normalize=model.metadata.normalize)
+    for text, vector in zip(args.texts, vectors, strict=True):
+        print(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vector]}))
+    return 0
+
+
+def _cmd_rerank(args: argparse.Namespace) -> int:
+    from haystack import Document
+
+    from syntriever_haystack import SyntrieverRanker
+
+    ranker = SyntrieverRanker(model=args.model, precision=args.precision, top_k=len(args.documents))
+    ranker.warm_up()
+    for doc in ranker.run(query=args.query, documents=[Document(content=t) for t in args.documents])["documents"]:
+        print(f"{doc.score:.4f}\t{doc.content}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syntriever",
+        description="Synthetic-data retrievers and rerankers: generate → train → export → serve → evaluate.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    export = sub.add_parser(
+        "export",
+        help="export a sentence-transformers bi-encoder or a cross-encoder to a verified ONNX folder",
+        description="Export a local model folder to ONNX (fp32 fused for CPU + int8), verify parity against "
+        "torch on a probe set, and write a self-describing folder. Exits non-zero, writing nothing, on failure.",
+    )
+    export.add_argument("source", metavar="SOURCE_DIR", help="local model folder")
+    export.add_argument("output", metavar="OUTPUT_DIR", help="folder to create")
+    export.add_argument("--kind", choices=["bi-encoder", "cross-encoder"], help="force the model kind")
+    export.add_argument("--max-length", type=int, help="maximum tokens (default: the source's)")
+    export.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    export.add_argument("--query-prefix", help="query prefix to record (default: the source's prompts)")
+    export.add_argument("--document-prefix", help="document prefix to record")
+    export.add_argument(
+        "--probe-file",
+        help="probe texts replacing the built-in set, one per line ('query<TAB>passage' for cross-encoders)",
+    )
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    export.add_argument("--force", action="store_true", help="replace OUTPUT_DIR if it exists")
+    export.set_defaults(func=_cmd_export)
+
+    info = sub.add_parser("info", help="print the metadata of an exported model")
+    info.add_argument("model", metavar="EXPORTED_DIR")
+    info.set_defaults(func=_cmd_info)
+
+    embed = sub.add_parser("embed", help="embed texts with an exported bi-encoder (JSON lines out)")
+    embed.add_argument("model", metavar="EXPORTED_DIR")
+    embed.add_argument("texts", nargs="+", metavar="TEXT")
+    embed.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    embed.add_argument("--query", action="store_true", help="apply the query prefix instead of the document one")
+    embed.set_defaults(func=_cmd_embed)
+
+    rerank = sub.add_parser("rerank", help="rerank texts for a query with an exported cross-encoder")
+    rerank.add_argument("model", metavar="EXPORTED_DIR")
+    rerank.add_argument("query", metavar="QUERY")
+    rerank.add_argument("documents", nargs="+", metavar="DOCUMENT")
+    rerank.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    rerank.set_defaults(func=_cmd_rerank)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SyntrieverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

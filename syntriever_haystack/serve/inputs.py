@@ -1,0 +1,40 @@
+"""Input checks and text preparation shared by the serving components (torch-free)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from haystack import Document
+
+
+def check_text(component: str, text: Any, *, hint: str) -> None:
+    """Raise a ``TypeError`` that names the fix when ``text`` is not a string."""
+    if not isinstance(text, str):
+        raise TypeError(f"{component} expects a string, got {type(text).__name__}. {hint}")
+
+
+def check_documents(component: str, documents: Any, *, hint: str) -> None:
+    """Raise a ``TypeError`` that names the fix when ``documents`` is not a list of ``Document``."""
+    if not isinstance(documents, list):
+        raise TypeError(f"{component} expects a list of Documents, got {type(documents).__name__}. {hint}")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise TypeError(
+                f"{component} expects a list of Documents, but item {i} is a {type(doc).__name__}. {hint}"
+            )
+        if doc.content is not None and not isinstance(doc.content, str):
+            raise TypeError(
+                f"{component}: Document {doc.id} has non-string content ({type(doc.content).__name__}). "
+                "Convert it to text first (e.g. with a Haystack converter)."
+            )
+
+
+def document_text(
+    doc: Document, *, meta_fields: list[str], separator: str, prefix: str = "", suffix: str = ""
+) -> str:
+    """The text a model sees for ``doc``: selected meta values, then the content, joined by ``separator``.
+
+    Same convention as the sentence-transformers Haystack components, so embeddings are interchangeable.
+    """
+    meta_values = [str(doc.meta[key]) for key in meta_fields if doc.meta.get(key) is not None]
+    return prefix + separator.join([*meta_values, doc.content or ""]) + suffix

@@ -1,0 +1,105 @@
+"""The self-describing metadata file (``syntriever.json``) written next to every exported model.
+
+Torch-free: this module only needs the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from syntriever_haystack.errors import ExportedModelError
+
+METADATA_FILE = "syntriever.json"
+FORMAT_VERSION = 1
+
+ModelKind = Literal["bi-encoder", "cross-encoder"]
+KINDS: tuple[str, ...] = ("bi-encoder", "cross-encoder")
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
+
+
+@dataclass
+class ModelMetadata:
+    """Everything a server needs to know to run an exported model, without torch.
+
+    :param kind: ``"bi-encoder"`` (embeds texts) or ``"cross-encoder"`` (scores query/document pairs).
+    :param max_length: Maximum number of tokens; longer inputs are truncated.
+    :param files: Precision name (``"fp32"``, ``"int8"``) → ONNX file path relative to the model directory.
+    :param embedding_dim: Embedding dimension (bi-encoder only).
+    :param pooling: Pooling of token embeddings: ``mean``, ``cls``, ``max`` or ``lasttoken`` (bi-encoder only).
+    :param normalize: Whether the source model L2-normalises its embeddings (bi-encoder only).
+    :param similarity: Similarity function the model was trained with: ``cosine`` or ``dot_product``.
+    :param query_prefix: Text prepended to queries (e.g. ``"query: "`` for E5 models).
+    :param document_prefix: Text prepended to documents (e.g. ``"passage: "``).
+    :param source_model: Where the model was exported from.
+    :param parity: Parity figures measured against the torch model at export time.
+    :param export: Provenance of the export (versions, opset, fused operators, timings).
+    """
+
+    kind: ModelKind
+    max_length: int
+    files: dict[str, str]
+    embedding_dim: int | None = None
+    pooling: str | None = None
+    normalize: bool = False
+    similarity: str = "cosine"
+    query_prefix: str = ""
+    document_prefix: str = ""
+    source_model: str = ""
+    parity: dict[str, Any] = field(default_factory=dict)
+    export: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / METADATA_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = METADATA_FILE) -> ModelMetadata:
+        kind = data.get("kind")
+        if kind not in KINDS:
+            raise ExportedModelError(f"{source}: 'kind' must be one of {KINDS}, got {kind!r}.")
+        version = int(data.get("format_version", FORMAT_VERSION))
+        if version > FORMAT_VERSION:
+            raise ExportedModelError(
+                f"{source} has format_version {version}, this syntriever-haystack reads up to {FORMAT_VERSION}. "
+                "Upgrade syntriever-haystack (pip install -U syntriever-haystack)."
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ModelMetadata:
+        """Read ``syntriever.json`` from an exported model directory, with errors that name the fix."""
+        directory = Path(directory)
+        if not directory.exists():
+            raise ExportedModelError(
+                f"Model directory '{directory}' does not exist. Pass the OUTPUT_DIR of "
+                "`syntriever export SOURCE_DIR OUTPUT_DIR` (a folder with syntriever.json and onnx/model.onnx)."
+            )
+        if not directory.is_dir():
+            raise ExportedModelError(f"'{directory}' is a file; pass the exported model *directory* instead.")
+        path = directory / METADATA_FILE
+        if not path.exists():
+            hint = ""
+            if (directory / "config.json").exists() and not (directory / "onnx").exists():
+                hint = " It looks like a torch/Hugging Face model:"
+            raise ExportedModelError(
+                f"'{directory}' has no {METADATA_FILE}, so it is not a syntriever ONNX export.{hint} "
+                f"Run `syntriever export {directory} <OUTPUT_DIR>` and point the component at OUTPUT_DIR."
+            )
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ExportedModelError(
+                f"{path} is not valid JSON ({exc}); re-run `syntriever export` to rewrite it."
+            ) from exc
+        return cls.from_dict(data, source=str(path))

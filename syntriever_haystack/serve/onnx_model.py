@@ -1,0 +1,233 @@
+"""Torch-free inference on exported models: ONNX Runtime + Hugging Face ``tokenizers`` + NumPy.
+
+:class:`OnnxModel` is what the Haystack components run. It tokenises with the Rust tokenizer, sorts the
+inputs by length, pads each batch only to its own longest sequence (dynamic padding), runs ONNX Runtime
+and pools (bi-encoder) or reads the logit (cross-encoder), returning results in input order.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from syntriever_haystack.errors import ExportedModelError
+from syntriever_haystack.serve.metadata import PRECISIONS, ModelMetadata
+
+_CACHE: weakref.WeakValueDictionary[tuple[Any, ...], OnnxModel] = weakref.WeakValueDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def load_onnx_model(
+    model: str | Path,
+    *,
+    precision: str = "fp32",
+    file_name: str | None = None,
+    providers: Sequence[str] | None = None,
+    num_threads: int | None = None,
+    expected_kind: str | None = None,
+) -> OnnxModel:
+    """Load an exported model, sharing one ONNX Runtime session between components that ask for the same one.
+
+    A query embedder and a document embedder pointing at the same directory hold the same session, so the
+    model's weights are in memory once. The session is freed when no component holds it any more.
+    """
+    key = (str(Path(model).resolve()), precision, file_name, tuple(providers or ()), num_threads)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is None:
+            cached = OnnxModel(
+                model, precision=precision, file_name=file_name, providers=providers, num_threads=num_threads
+            )
+            _CACHE[key] = cached
+    if expected_kind is not None:
+        cached.require_kind(expected_kind)
+    return cached
+
+
+class OnnxModel:
+    """An exported bi-encoder or cross-encoder, ready to run on ONNX Runtime.
+
+    :param model: Exported model directory (the OUTPUT_DIR of ``syntriever export``).
+    :param precision: ``"fp32"`` or ``"int8"``: which of the exported ONNX files to run.
+    :param file_name: Run this ONNX file (relative to ``model``) instead of the one ``precision`` names.
+    :param providers: ONNX Runtime execution providers, in order of preference. Default: CPU.
+    :param num_threads: Intra-op threads. ``None`` lets ONNX Runtime use one per physical core.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        precision: str = "fp32",
+        file_name: str | None = None,
+        providers: Sequence[str] | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.path = Path(model)
+        self.metadata = ModelMetadata.load(self.path)
+        if precision not in PRECISIONS:
+            raise ExportedModelError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        if file_name is None:
+            if precision not in self.metadata.files:
+                raise ExportedModelError(
+                    f"'{self.path}' has no {precision} ONNX file (it has: {sorted(self.metadata.files)}). "
+                    f"Use precision={next(iter(self.metadata.files))!r}, or re-export without --no-int8."
+                )
+            file_name = self.metadata.files[precision]
+        onnx_path = self.path / file_name
+        if not onnx_path.is_file():
+            raise ExportedModelError(
+                f"ONNX file '{onnx_path}' is missing: the export is incomplete or was moved. "
+                f"Re-run `syntriever export SOURCE_DIR {self.path} --force`."
+            )
+        tokenizer_path = self.path / "tokenizer.json"
+        if not tokenizer_path.is_file():
+            raise ExportedModelError(
+                f"'{tokenizer_path}' is missing. Re-run `syntriever export SOURCE_DIR {self.path} --force` "
+                "(it writes the fast tokenizer file the torch-free runtime needs)."
+            )
+        available = ort.get_available_providers()
+        chosen = list(providers) if providers else ["CPUExecutionProvider"]
+        unknown = [p for p in chosen if p not in available]
+        if unknown:
+            raise ExportedModelError(
+                f"ONNX Runtime providers {unknown} are not available in this onnxruntime build "
+                f"(available: {available}). Install the matching package (e.g. onnxruntime-gpu) or pass one of those."
+            )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if num_threads is not None:
+            if num_threads < 1:
+                raise ExportedModelError(f"num_threads must be >= 1 (or None for automatic), got {num_threads}.")
+            options.intra_op_num_threads = num_threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
+        self.onnx_file = file_name
+        self.precision = precision
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.output_name = self.session.get_outputs()[0].name
+
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else None
+        self.tokenizer.no_padding()
+        self.max_length = int(self.metadata.max_length)
+        self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
+        if pad_id is None:
+            pad_id = self.tokenizer.token_to_id("[PAD]")
+            if pad_id is None:
+                pad_id = self.tokenizer.token_to_id("<pad>")
+        self.pad_id = int(pad_id or 0)
+
+    @property
+    def kind(self) -> str:
+        return self.metadata.kind
+
+    def require_kind(self, expected: str) -> None:
+        if self.kind == expected:
+            return
+        if expected == "bi-encoder":
+            fix = "Use SyntrieverRanker for a cross-encoder, or export a sentence-transformers bi-encoder here."
+        else:
+            fix = (
+                "Use SyntrieverTextEmbedder/SyntrieverDocumentEmbedder for a bi-encoder, or export a cross-encoder "
+                "(AutoModelForSequenceClassification with 1 label) for the ranker."
+            )
+        raise ExportedModelError(f"'{self.path}' is a {self.kind}, but this component needs a {expected}. {fix}")
+
+    # ------------------------------------------------------------------ batching
+    def _batches(self, encodings: list[Any], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """Yield (original indices, ONNX feed) per batch, longest inputs first, each padded to its own maximum."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        order = np.argsort(-lengths, kind="stable")
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            width = int(lengths[idx].max())
+            ids = np.full((len(idx), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            types = np.zeros((len(idx), width), dtype=np.int64)
+            for row, i in enumerate(idx):
+                enc = encodings[i]
+                n = len(enc.ids)
+                ids[row, :n] = enc.ids
+                mask[row, :n] = 1
+                types[row, :n] = enc.type_ids
+            feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+            yield idx, {k: v for k, v in feed.items() if k in self.input_names}
+
+    def _progress(self, total: int, enabled: bool, desc: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=not enabled, desc=desc, unit="text")
+
+    # ------------------------------------------------------------------ bi-encoder
+    def embed(
+        self, texts: Sequence[str], *, batch_size: int = 32, normalize: bool = False, progress_bar: bool = False
+    ) -> np.ndarray:
+        """Embed ``texts``; returns a float32 array of shape ``(len(texts), embedding_dim)`` in input order."""
+        self.require_kind("bi-encoder")
+        dim = int(self.metadata.embedding_dim or 0)
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        if not texts:
+            return out
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        with self._progress(len(texts), progress_bar, "Embedding") as bar:
+            for idx, feed in self._batches(encodings, batch_size):
+                hidden = self.session.run([self.output_name], feed)[0]
+                out[idx] = self._pool(hidden, feed["attention_mask"])
+                bar.update(len(idx))
+        if normalize:
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.clip(norms, 1e-12, None)
+        return out
+
+    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if hidden.ndim == 2:  # graph already pooled
+            return hidden
+        mode = self.metadata.pooling or "mean"
+        m = mask[..., None].astype(hidden.dtype)
+        if mode == "mean":
+            pooled: np.ndarray = (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
+            return pooled
+        if mode == "cls":
+            return hidden[:, 0]
+        if mode == "max":
+            return np.where(m > 0, hidden, -1e9).max(axis=1)
+        if mode == "lasttoken":
+            last = mask.sum(axis=1) - 1
+            return hidden[np.arange(hidden.shape[0]), last]
+        raise ExportedModelError(f"Unsupported pooling mode {mode!r} in {self.path}/syntriever.json.")
+
+    # ------------------------------------------------------------------ cross-encoder
+    def score(
+        self, query: str, documents: Sequence[str], *, batch_size: int = 32, progress_bar: bool = False
+    ) -> np.ndarray:
+        """Raw relevance logits of ``(query, document)`` pairs, in input order."""
+        return self.score_pairs([(query, d) for d in documents], batch_size=batch_size, progress_bar=progress_bar)
+
+    def score_pairs(
+        self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32, progress_bar: bool = False
+    ) -> np.ndarray:
+        """Raw relevance logits of arbitrary ``(query, document)`` pairs, in input order."""
+        self.require_kind("cross-encoder")
+        out = np.zeros(len(pairs), dtype=np.float32)
+        if not pairs:
+            return out
+        encodings = self.tokenizer.encode_batch(list(pairs), add_special_tokens=True)
+        with self._progress(len(pairs), progress_bar, "Scoring") as bar:
+            for idx, feed in self._batches(encodings, batch_size):
+                logits = self.session.run([self.output_name], feed)[0]
+                out[idx] = logits.reshape(len(idx), -1)[:, 0]
+                bar.update(len(idx))
+        return out
