@@ -154,8 +154,9 @@ def export_model(
     staging = output.parent / f".{output.name}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        metadata = _build(source, staging, int8=int8, opset=opset, query_prefix=query_prefix,
-                          document_prefix=document_prefix)
+        metadata = _build(
+            source, staging, int8=int8, opset=opset, query_prefix=query_prefix, document_prefix=document_prefix
+        )
         metadata.save(staging)  # the parity check loads the staged folder exactly as a server would
         precisions = ["fp32", "int8"] if int8 else ["fp32"]
         if source.kind == "bi-encoder":
@@ -164,7 +165,10 @@ def export_model(
                 source.path, texts, max_length=source.max_length, st_modules=source.has_st_modules
             )
             metadata.parity = parity.check_bi_encoder(
-                staging, reference, texts, precisions=precisions,
+                staging,
+                reference,
+                texts,
+                precisions=precisions,
                 thresholds={"fp32": fp32_min_cosine, "int8": int8_min_cosine},
             )
         else:
@@ -275,4 +279,3 @@ def format_report(result: ExportResult) -> str:
         if rel.endswith(".onnx"):
             lines.append(f"  {rel}: {size / 1e6:.1f} MB")
     return "\n".join(lines)
-

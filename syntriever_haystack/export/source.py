@@ -165,6 +165,8 @@ def inspect_source(path: str | Path, *, kind: str | None = None, max_length: int
     if max_length is not None:
         positions = int(config.get("max_position_embeddings") or max_length)
         if not 1 <= max_length <= positions:
-            raise ExportError(f"--max-length must be between 1 and the model's {positions} positions, got {max_length}.")
+            raise ExportError(
+                f"--max-length must be between 1 and the model's {positions} positions, got {max_length}."
+            )
         info.max_length = max_length
     return info

@@ -19,9 +19,7 @@ def check_documents(component: str, documents: Any, *, hint: str) -> None:
         raise TypeError(f"{component} expects a list of Documents, got {type(documents).__name__}. {hint}")
     for i, doc in enumerate(documents):
         if not isinstance(doc, Document):
-            raise TypeError(
-                f"{component} expects a list of Documents, but item {i} is a {type(doc).__name__}. {hint}"
-            )
+            raise TypeError(f"{component} expects a list of Documents, but item {i} is a {type(doc).__name__}. {hint}")
         if doc.content is not None and not isinstance(doc.content, str):
             raise TypeError(
                 f"{component}: Document {doc.id} has non-string content ({type(doc.content).__name__}). "
@@ -29,9 +27,7 @@ def check_documents(component: str, documents: Any, *, hint: str) -> None:
             )
 
 
-def document_text(
-    doc: Document, *, meta_fields: list[str], separator: str, prefix: str = "", suffix: str = ""
-) -> str:
+def document_text(doc: Document, *, meta_fields: list[str], separator: str, prefix: str = "", suffix: str = "") -> str:
     """The text a model sees for ``doc``: selected meta values, then the content, joined by ``separator``.
 
     Same convention as the sentence-transformers Haystack components, so embeddings are interchangeable.

@@ -29,6 +29,7 @@ def load_onnx_model(
     file_name: str | None = None,
     providers: Sequence[str] | None = None,
     num_threads: int | None = None,
+    max_length: int | None = None,
     expected_kind: str | None = None,
 ) -> OnnxModel:
     """Load an exported model, sharing one ONNX Runtime session between components that ask for the same one.
@@ -36,12 +37,17 @@ def load_onnx_model(
     A query embedder and a document embedder pointing at the same directory hold the same session, so the
     model's weights are in memory once. The session is freed when no component holds it any more.
     """
-    key = (str(Path(model).resolve()), precision, file_name, tuple(providers or ()), num_threads)
+    key = (str(Path(model).resolve()), precision, file_name, tuple(providers or ()), num_threads, max_length)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is None:
             cached = OnnxModel(
-                model, precision=precision, file_name=file_name, providers=providers, num_threads=num_threads
+                model,
+                precision=precision,
+                file_name=file_name,
+                providers=providers,
+                num_threads=num_threads,
+                max_length=max_length,
             )
             _CACHE[key] = cached
     if expected_kind is not None:
@@ -57,6 +63,7 @@ class OnnxModel:
     :param file_name: Run this ONNX file (relative to ``model``) instead of the one ``precision`` names.
     :param providers: ONNX Runtime execution providers, in order of preference. Default: CPU.
     :param num_threads: Intra-op threads. ``None`` lets ONNX Runtime use one per physical core.
+    :param max_length: Truncate inputs to fewer tokens than the exported maximum (faster, less context).
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class OnnxModel:
         file_name: str | None = None,
         providers: Sequence[str] | None = None,
         num_threads: int | None = None,
+        max_length: int | None = None,
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
@@ -121,6 +129,13 @@ class OnnxModel:
         pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else None
         self.tokenizer.no_padding()
         self.max_length = int(self.metadata.max_length)
+        if max_length is not None:
+            if not 1 <= max_length <= self.max_length:
+                raise ExportedModelError(
+                    f"max_length must be between 1 and the exported model's {self.max_length}, got {max_length}. "
+                    "To allow longer inputs, re-export with `syntriever export --max-length N`."
+                )
+            self.max_length = max_length
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
         if pad_id is None:
             pad_id = self.tokenizer.token_to_id("[PAD]")

@@ -38,6 +38,7 @@ class SyntrieverTextEmbedder:
         file_name: str | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
+        max_length: int | None = None,
         prefix: str | None = None,
         suffix: str = "",
         batch_size: int = 32,
@@ -52,6 +53,7 @@ class SyntrieverTextEmbedder:
         :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
         :param num_threads: ONNX Runtime intra-op threads (default: one per physical core).
+        :param max_length: Truncate inputs at this many tokens (at most the exported maximum, the default).
         :param prefix: Text added before the query. ``None`` uses the model's ``query_prefix`` metadata.
         :param suffix: Text added after the query.
         :param batch_size: Kept for parity with the sentence-transformers embedder (one text per run).
@@ -63,6 +65,7 @@ class SyntrieverTextEmbedder:
         self.file_name = file_name
         self.providers = providers
         self.num_threads = num_threads
+        self.max_length = max_length
         self.prefix = prefix
         self.suffix = suffix
         self.batch_size = batch_size
@@ -79,6 +82,7 @@ class SyntrieverTextEmbedder:
                 file_name=self.file_name,
                 providers=self.providers,
                 num_threads=self.num_threads,
+                max_length=self.max_length,
                 expected_kind="bi-encoder",
             )
 
@@ -91,6 +95,7 @@ class SyntrieverTextEmbedder:
             file_name=self.file_name,
             providers=self.providers,
             num_threads=self.num_threads,
+            max_length=self.max_length,
             prefix=self.prefix,
             suffix=self.suffix,
             batch_size=self.batch_size,

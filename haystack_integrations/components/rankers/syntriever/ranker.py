@@ -43,6 +43,7 @@ class SyntrieverRanker:
         file_name: str | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
+        max_length: int | None = None,
         top_k: int = 10,
         query_prefix: str | None = None,
         query_suffix: str = "",
@@ -62,6 +63,7 @@ class SyntrieverRanker:
         :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
         :param num_threads: ONNX Runtime intra-op threads (default: one per physical core).
+        :param max_length: Truncate inputs at this many tokens (at most the exported maximum, the default).
         :param top_k: Maximum number of Documents to return.
         :param query_prefix: Text added before the query. ``None`` uses the model's ``query_prefix`` metadata.
         :param query_suffix: Text added after the query.
@@ -81,6 +83,7 @@ class SyntrieverRanker:
         self.file_name = file_name
         self.providers = providers
         self.num_threads = num_threads
+        self.max_length = max_length
         self.top_k = top_k
         self.query_prefix = query_prefix
         self.query_suffix = query_suffix
@@ -102,6 +105,7 @@ class SyntrieverRanker:
                 file_name=self.file_name,
                 providers=self.providers,
                 num_threads=self.num_threads,
+                max_length=self.max_length,
                 expected_kind="cross-encoder",
             )
 
@@ -114,6 +118,7 @@ class SyntrieverRanker:
             file_name=self.file_name,
             providers=self.providers,
             num_threads=self.num_threads,
+            max_length=self.max_length,
             top_k=self.top_k,
             query_prefix=self.query_prefix,
             query_suffix=self.query_suffix,

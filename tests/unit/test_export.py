@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from syntriever_haystack.cli import main
+from syntriever_haystack.errors import ExportError
+from syntriever_haystack.export import export_model
+from syntriever_haystack.export.parity import spearman
+from syntriever_haystack.export.source import inspect_source
+from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.serve.onnx_model import OnnxModel
+from tests.conftest import PYTHON
+
+
+def test_bi_encoder_export_layout_and_metadata(exported_bi_encoder: Path) -> None:
+    out = exported_bi_encoder
+    for rel in (
+        "syntriever.json",
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+        "onnx/model.onnx",
+        "onnx/model_int8.onnx",
+    ):
+        assert (out / rel).is_file(), rel
+    assert not (out / "onnx" / "model_unoptimized.onnx").exists()
+    meta = ModelMetadata.load(out)
+    assert meta.kind == "bi-encoder"
+    assert meta.embedding_dim == 32
+    assert meta.pooling == "mean"
+    assert meta.normalize is True
+    assert meta.similarity == "cosine"
+    assert meta.max_length == 64
+    assert meta.query_prefix == "query: "
+    assert meta.files == {"fp32": "onnx/model.onnx", "int8": "onnx/model_int8.onnx"}
+    assert meta.parity["fp32"]["min_cosine"] >= 0.9999
+    assert meta.parity["int8"]["mean_cosine"] >= 0.99
+    assert meta.source_model
+    assert meta.export["fused_operators"].get("Attention", 0) == 2  # both layers fused for CPU
+    modules = json.loads((out / "modules.json").read_text())
+    assert [m["type"].rsplit(".", 1)[-1] for m in modules] == ["Transformer", "Pooling", "Normalize"]
+
+
+def test_cross_encoder_export_layout_and_metadata(exported_cross_encoder: Path) -> None:
+    meta = ModelMetadata.load(exported_cross_encoder)
+    assert meta.kind == "cross-encoder"
+    assert meta.embedding_dim is None
+    assert not (exported_cross_encoder / "modules.json").exists()
+    assert meta.parity["fp32"]["spearman"] >= 0.99
+    assert meta.parity["int8"]["spearman"] >= 0.99
+    assert meta.parity["fp32"]["max_abs_logit_diff"] < 1e-4
+
+
+def test_export_matches_sentence_transformers_on_onnx_backend(exported_bi_encoder: Path, tiny_bi_encoder: Path) -> None:
+    """The folder is in the layout sentence-transformers' own ONNX backend loads."""
+    pytest.importorskip("optimum.onnxruntime")
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["the heart attack risk", "iron deficiency causes anaemia in adults", "a"]
+    st_onnx = SentenceTransformer(str(exported_bi_encoder), backend="onnx", device="cpu")
+    st_torch = SentenceTransformer(str(tiny_bi_encoder), device="cpu")
+    ours = OnnxModel(exported_bi_encoder).embed(texts, normalize=True)
+    np.testing.assert_allclose(st_onnx.encode(texts), ours, atol=1e-5)
+    np.testing.assert_allclose(st_torch.encode(texts), ours, atol=1e-5)
+
+
+def test_failed_parity_raises_and_writes_nothing(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(ExportError, match="Parity check failed") as info:
+        export_model(tiny_bi_encoder, out, fp32_min_cosine=1.01)
+    assert info.value.details["fp32"]["min_cosine"] > 0.9999  # the figures travel with the error
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging folder left behind
+
+
+def test_failed_forced_export_keeps_previous_output(
+    exported_bi_encoder: Path, tiny_bi_encoder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "kept"
+    shutil.copytree(exported_bi_encoder, out)
+    before = (out / "syntriever.json").read_text()
+    with pytest.raises(ExportError):
+        export_model(tiny_bi_encoder, out, force=True, int8_min_cosine=1.5)
+    assert (out / "syntriever.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+
+
+def test_existing_output_needs_force(exported_bi_encoder: Path, tiny_bi_encoder: Path) -> None:
+    with pytest.raises(ExportError, match="--force"):
+        export_model(tiny_bi_encoder, exported_bi_encoder)
+
+
+def test_force_replaces_output(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    export_model(tiny_bi_encoder, out, force=True, int8=False)
+    assert not (out / "stale.txt").exists()
+    assert ModelMetadata.load(out).files == {"fp32": "onnx/model.onnx"}
+    assert not (out / "onnx" / "model_int8.onnx").exists()
+
+
+def test_source_errors_name_the_fix(tmp_path: Path, tiny_bi_encoder: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        inspect_source(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ExportError, match=r"config\.json"):
+        inspect_source(tmp_path / "empty")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps({"architectures": ["BertModel"], "model_type": "bert"}))
+    with pytest.raises(ExportError, match="--kind"):
+        inspect_source(plain)
+    multi = tmp_path / "multi"
+    multi.mkdir()
+    (multi / "config.json").write_text(
+        json.dumps({"architectures": ["BertForSequenceClassification"], "id2label": {"0": "a", "1": "b"}})
+    )
+    with pytest.raises(ExportError, match="exactly 1 relevance logit"):
+        inspect_source(multi)
+    with pytest.raises(ExportError, match="not a sequence-classification model"):
+        inspect_source(tiny_bi_encoder, kind="cross-encoder")
+    with pytest.raises(ExportError, match="max-length"):
+        inspect_source(tiny_bi_encoder, max_length=100_000)
+
+
+def test_source_reads_sentence_transformers_settings(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    info = inspect_source(tiny_bi_encoder)
+    assert (info.kind, info.pooling, info.normalize, info.max_length) == ("bi-encoder", "mean", True, 64)
+    assert (info.query_prefix, info.document_prefix) == ("query: ", "")
+    src = tmp_path / "cls"
+    shutil.copytree(tiny_bi_encoder, src)
+    (src / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True}))
+    assert inspect_source(src).pooling == "cls"
+    (src / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_weightedmean_tokens": True}))
+    with pytest.raises(ExportError, match="Pooling"):
+        inspect_source(src)
+    modules = json.loads((src / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense", "type": "sentence_transformers.models.Dense"})
+    (src / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ExportError, match="Dense"):
+        inspect_source(src)
+
+
+def test_spearman_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=50)
+    b = a + rng.normal(scale=0.5, size=50)
+    b[:5] = b[5]  # ties
+    assert spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(a, a) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+
+
+def test_cli_export_failure_exits_non_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_script_exit_code(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    proc = subprocess.run(
+        [PYTHON, "-m", "syntriever_haystack", "export", str(tmp_path / "nope"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "error:" in proc.stderr
+
+
+def test_cli_export_writes_and_reports(
+    tiny_bi_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", str(tiny_bi_encoder), str(tmp_path / "m"), "--max-length", "32", "--no-int8"]) == 0
+    assert "parity against torch" in capsys.readouterr().out
+    assert ModelMetadata.load(tmp_path / "m").max_length == 32
+    assert main(["info", str(tmp_path / "m")]) == 0
+    assert '"kind": "bi-encoder"' in capsys.readouterr().out
