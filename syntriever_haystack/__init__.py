@@ -15,6 +15,7 @@ _LAZY = {
     "SyntrieverTextEmbedder": "haystack_integrations.components.embedders.syntriever",
     "SyntrieverDocumentEmbedder": "haystack_integrations.components.embedders.syntriever",
     "SyntrieverRanker": "haystack_integrations.components.rankers.syntriever",
+    "SyntrieverRetrievalEvaluator": "haystack_integrations.components.evaluators.syntriever",
     "ModelMetadata": "syntriever_haystack.serve.metadata",
     "OnnxModel": "syntriever_haystack.serve.onnx_model",
 }
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
         SyntrieverDocumentEmbedder,
         SyntrieverTextEmbedder,
     )
+    from haystack_integrations.components.evaluators.syntriever import SyntrieverRetrievalEvaluator
     from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
     from syntriever_haystack.serve.metadata import ModelMetadata
     from syntriever_haystack.serve.onnx_model import OnnxModel

@@ -72,6 +72,44 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from syntriever_haystack.data import load_beir
+    from syntriever_haystack.data.download import resolve_dataset
+    from syntriever_haystack.evaluate import EmbeddingCache, default_cache_dir, evaluate_systems, to_markdown
+    from syntriever_haystack.evaluate.report import write_outputs
+
+    folder = resolve_dataset(args.dataset, cache_dir=Path(args.cache_dir) / "datasets" if args.cache_dir else None)
+    dataset = load_beir(folder, args.split)
+    if args.max_queries:
+        dataset = dataset.sample_queries(args.max_queries, seed=args.seed)
+    print(dataset.summary(), file=sys.stderr)
+    for warning in dataset.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    cache_dir = None if args.no_cache else Path(args.cache_dir or default_cache_dir()) / "embeddings"
+    report = evaluate_systems(
+        dataset,
+        args.system,
+        metrics=args.metric,
+        baseline=args.baseline,
+        test=args.test,
+        alpha=args.alpha,
+        depth=args.depth,
+        include_title=not args.no_title,
+        cache=EmbeddingCache(cache_dir),
+        progress=not args.quiet,
+        seed=args.seed,
+    )
+    print(to_markdown(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report.summary(), indent=2) + "\n", encoding="utf-8")
+        print(f"summary written to {args.json}", file=sys.stderr)
+    if args.output_dir:
+        written = write_outputs(report, args.output_dir)
+        print(f"results written to {args.output_dir} ({len(written)} files)", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syntriever",
@@ -117,6 +155,45 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("documents", nargs="+", metavar="DOCUMENT")
     rerank.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
     rerank.set_defaults(func=_cmd_rerank)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate retrieval systems (BM25, dense, hybrid, +rerank) on a BEIR split",
+        description="Run one or more systems on the same split and score every judged query with ir_measures "
+        "(nDCG@10, R@100, RR@10, Judged@10 by default), with paired significance against a baseline. "
+        "SPEC: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | FIRST_STAGE+rerank:EXPORTED_RANKER_DIR, "
+        "parameters after '?', e.g. dense:models/minilm?precision=int8 or bm25+rerank:models/ce?top_k=50.",
+    )
+    evaluate.add_argument(
+        "--dataset", required=True, metavar="DIR|NAME", help="BEIR folder, or a BEIR name to download"
+    )
+    evaluate.add_argument("--split", default="test", help="qrels split (default: test)")
+    evaluate.add_argument("--system", action="append", required=True, metavar="SPEC", help="system to run (repeat)")
+    evaluate.add_argument("--metric", action="append", metavar="NAME", help="metric (repeat; ir_measures names)")
+    evaluate.add_argument(
+        "--baseline", metavar="SPEC", help="system to test the others against (default: the first; 'none')"
+    )
+    evaluate.add_argument("--test", choices=["t-test", "permutation", "bootstrap"], default="t-test")
+    evaluate.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-adjusted)")
+    evaluate.add_argument("--depth", type=int, help="documents retrieved per query (default: max(100, cut-offs))")
+    evaluate.add_argument("--max-queries", type=int, help="evaluate a random sample of this many queries")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed for sampling and resampling tests")
+    evaluate.add_argument("--no-title", action="store_true", help="index document text without its title")
+    evaluate.add_argument("--json", metavar="FILE", help='write {"<spec>": {"nDCG@10": x, ...}} here')
+    evaluate.add_argument("--output-dir", metavar="DIR", help="write Markdown, full JSON, TREC runs and a PNG here")
+    evaluate.add_argument(
+        "--cache-dir", metavar="DIR", help="cache root (default: $SYNTRIEVER_CACHE or ~/.cache/syntriever)"
+    )
+    evaluate.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus embeddings")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    try:
+        from syntriever_haystack.data.cli import register as register_data
+    except ImportError:  # pragma: no cover - the data CLI ships with the package
+        pass
+    else:
+        register_data(sub)
     return parser
 
 

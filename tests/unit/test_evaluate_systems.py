@@ -1,0 +1,267 @@
+"""System SPECs, fusion, search, the runner (BM25 / dense / hybrid / rerank on tiny ONNX models), reports, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from syntriever_haystack.cli import main as cli_main
+from syntriever_haystack.data import load_beir
+from syntriever_haystack.evaluate import (
+    EmbeddingCache,
+    evaluate_systems,
+    parse_system,
+    reciprocal_rank_fusion,
+    to_markdown,
+    top_k_search,
+    write_outputs,
+)
+from syntriever_haystack.evaluate.systems import SystemSpecError, check_system
+from tests.conftest import PYTHON, ROOT
+from tests.unit.test_beir_loader import write_beir
+
+CORPUS = [
+    ("d1", "Anaemia", "iron deficiency causes anaemia and blood loss"),
+    ("d2", "Diabetes", "insulin and glucose levels in diabetes patients"),
+    ("d3", "Heart", "aspirin may reduce the risk of heart attack"),
+    ("d4", "Cancer", "brain tumour treatment in children and adults"),
+    ("d5", "Bone", "vitamin levels and bone fracture risk in elderly patients"),
+    ("d6", "Kidney", "kidney disease and liver disease in adults"),
+    ("d7", "Virus", "lung infection caused by a virus"),
+    ("d8", "Paris", "paris is the capital city of france"),
+]
+QUERIES = [
+    ("q1", "what causes anaemia"),
+    ("q2", "insulin glucose diabetes"),
+    ("q3", "aspirin heart attack risk"),
+    ("q4", "bone fracture in the elderly"),
+    ("q5", "capital of france"),
+    ("q6", "the of and"),  # only stop words: BM25 returns nothing, the query must still count (as 0)
+]
+QRELS = [
+    ("q1", "d1", 2),
+    ("q2", "d2", 1),
+    ("q3", "d3", 1),
+    ("q4", "d5", 1),
+    ("q4", "d6", 0),
+    ("q5", "d8", 1),
+    ("q6", "d7", 1),
+]
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    return write_beir(
+        tmp_path / "tiny",
+        corpus=[{"_id": i, "title": t, "text": x} for i, t, x in CORPUS],
+        queries=[{"_id": i, "text": x} for i, x in QUERIES],
+        qrels={"test": QRELS},
+    )
+
+
+# --------------------------------------------------------------------------- SPEC parsing
+
+
+def test_parse_system_specs() -> None:
+    bm25 = parse_system("bm25?k1=0.9&b=0.4")
+    assert bm25.first_stage.kind == "bm25"
+    assert bm25.first_stage.options == {"k1": "0.9", "b": "0.4"}
+    dense = parse_system("dense:models/x?precision=int8+rerank:models/ce?top_k=50")
+    assert dense.first_stage.kind == "dense"
+    assert dense.first_stage.target == "models/x"
+    assert dense.rerankers[0].target == "models/ce"
+    assert dense.rerankers[0].options == {"top_k": "50"}
+    assert dense.prefixes() == [
+        "dense:models/x?precision=int8",
+        "dense:models/x?precision=int8+rerank:models/ce?top_k=50",
+    ]
+    hybrid = parse_system("hybrid:models/x?k=10&precision=int8")
+    assert hybrid.first_stage.options == {"k": "10"}
+    assert hybrid.first_stage.inner is not None
+    assert hybrid.first_stage.inner.options == {"precision": "int8"}
+    st_hybrid = parse_system("hybrid:st:all-MiniLM-L6-v2")
+    assert st_hybrid.first_stage.inner is not None
+    assert st_hybrid.first_stage.inner.kind == "st"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "empty system"),
+        ("tfidf", "cannot parse system"),
+        ("splade:foo", "unknown system kind 'splade'"),
+        ("bm25?k3=1", "unknown parameter 'k3' for bm25"),
+        ("dense:x?precision", "bad parameter 'precision'"),
+        ("bm25+rerank:", "needs an exported ranker folder"),
+        ("bm25+rerank:ce?temperature=2", "unknown parameter 'temperature' for rerank"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
+    with pytest.raises(SystemSpecError, match=message):
+        parse_system(spec)
+
+
+def test_check_system_catches_wrong_kind_and_missing_folder(
+    exported_bi_encoder: Path, exported_cross_encoder: Path, tmp_path: Path
+) -> None:
+    check_system(parse_system(f"dense:{exported_bi_encoder}+rerank:{exported_cross_encoder}"))
+    with pytest.raises(SystemSpecError, match=r"is a cross-encoder, but dense needs a bi-encoder; use it as \+rerank:"):
+        check_system(parse_system(f"dense:{exported_cross_encoder}"))
+    with pytest.raises(SystemSpecError, match="is a bi-encoder, but rerank needs a cross-encoder"):
+        check_system(parse_system(f"bm25+rerank:{exported_bi_encoder}"))
+    with pytest.raises(ValueError, match="syntriever export"):
+        check_system(parse_system(f"dense:{tmp_path / 'missing'}"))
+
+
+# --------------------------------------------------------------------------- search and fusion
+
+
+def test_top_k_search_equals_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    q, d = rng.normal(size=(37, 8)).astype(np.float32), rng.normal(size=(300, 8)).astype(np.float32)
+    idx, scores = top_k_search(q, d, 15, block=10)
+    sims = q @ d.T
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :15]
+    assert np.array_equal(idx, expected)
+    assert np.allclose(scores, np.take_along_axis(sims, expected, axis=1))
+    idx_all, _ = top_k_search(q, d[:5], 15)  # k larger than the corpus
+    assert idx_all.shape == (37, 5)
+    assert np.array_equal(idx_all, np.argsort(-(q @ d[:5].T), axis=1, kind="stable"))
+
+
+def test_reciprocal_rank_fusion_by_hand() -> None:
+    a = {"q": {"x": 3.0, "y": 2.0, "z": 1.0}}
+    b = {"q": {"y": 9.0, "w": 5.0}}
+    fused = reciprocal_rank_fusion([a, b], k=60, depth=3)["q"]
+    assert fused["y"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["x"] == pytest.approx(1 / 61)
+    assert list(fused) == ["y", "x", "w"]  # z (1/63) falls below the depth
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def test_evaluate_all_system_kinds_with_cache_and_outputs(
+    tiny_dataset: Path, exported_bi_encoder: Path, exported_cross_encoder: Path, tmp_path: Path
+) -> None:
+    dataset = load_beir(tiny_dataset, "test")
+    bi, ce = exported_bi_encoder, exported_cross_encoder
+    systems = [
+        "bm25",
+        f"dense:{bi}",
+        f"hybrid:{bi}",
+        f"bm25+rerank:{ce}?top_k=3",
+        f"dense:{bi}?precision=int8",
+        "bm25?backend=haystack",
+    ]
+    cache = EmbeddingCache(tmp_path / "cache")
+    report = evaluate_systems(dataset, systems, cache=cache, progress=False)
+    assert [r.spec for r in report.systems] == systems
+    assert report.query_ids == ["q1", "q2", "q3", "q4", "q5", "q6"]
+    bm25 = report.system("bm25")
+    assert bm25.scores.missing == ["q6"]  # only stop words -> no results -> scores 0 but counts
+    assert bm25.scores.per_query["nDCG@10"][5] == 0.0
+    assert bm25.means["nDCG@10"] == pytest.approx(bm25.scores.per_query["nDCG@10"].sum() / 6)
+    assert bm25.scores.per_query["RR@10"][:5].tolist() == [1.0] * 5  # BM25 nails the keyword queries
+    # the dense run covers the whole (tiny) corpus for every query
+    assert all(len(docs) == len(CORPUS) for docs in report.system(f"dense:{bi}").run.values())
+    # reranking reorders only the top 3, then keeps BM25's order below every reranked document
+    reranked = report.system(f"bm25+rerank:{ce}?top_k=3").run
+    for qid, docs in bm25.run.items():
+        first = sorted(docs, key=lambda d: -docs[d])
+        new = sorted(reranked[qid], key=lambda d: -reranked[qid][d])
+        assert set(new[:3]) == set(first[:3])
+        assert new[3:] == first[3:]
+    # significance against the first system, for every other system and metric
+    assert report.baseline == "bm25"
+    assert set(report.system(f"dense:{bi}").significance) == set(report.metrics)
+    assert not report.system("bm25").significance
+    # corpus embeddings: fp32 computed once (dense and hybrid share it), int8 separately
+    assert cache.misses == 2
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    second_cache = EmbeddingCache(tmp_path / "cache")
+    again = evaluate_systems(dataset, [f"dense:{bi}"], cache=second_cache, progress=False)
+    assert second_cache.hits == 1
+    assert second_cache.misses == 0
+    assert again.system(f"dense:{bi}").timings[0].cached
+    assert again.summary()[f"dense:{bi}"] == report.summary()[f"dense:{bi}"]
+
+    markdown = to_markdown(report)
+    assert "| system | nDCG@10 | R@100 | RR@10 | Judged@10 | time (s) |" in markdown
+    assert "`bm25 (baseline)`" in markdown
+    written = write_outputs(report, tmp_path / "out")
+    assert (tmp_path / "out" / "results.png").stat().st_size > 1000
+    full = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert full["systems"]["bm25"]["per_query"]["nDCG@10"]["q6"] == 0.0
+    assert full["summary"] == report.summary()
+    trec = written["run:bm25"].read_text().splitlines()
+    assert trec[0].split()[:4] == ["q1", "Q0", "d1", "1"]
+
+
+def test_embedding_cache_detects_changed_corpus(tiny_dataset: Path, exported_bi_encoder: Path, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    evaluate_systems(
+        load_beir(tiny_dataset), [f"dense:{exported_bi_encoder}"], cache=EmbeddingCache(cache_dir), progress=False
+    )
+    corpus = tiny_dataset / "corpus.jsonl"
+    corpus.write_text(corpus.read_text().replace("iron deficiency", "iron"), encoding="utf-8")
+    cache = EmbeddingCache(cache_dir)
+    evaluate_systems(load_beir(tiny_dataset), [f"dense:{exported_bi_encoder}"], cache=cache, progress=False)
+    assert cache.misses == 1
+    assert len(list(cache_dir.glob("*.npy"))) == 2
+
+
+def test_errors_before_any_work(tiny_dataset: Path, exported_bi_encoder: Path) -> None:
+    from syntriever_haystack.errors import SyntrieverError
+
+    dataset = load_beir(tiny_dataset)
+    with pytest.raises(SyntrieverError, match="listed twice"):
+        evaluate_systems(dataset, ["bm25", "bm25"], progress=False)
+    with pytest.raises(SyntrieverError, match="--baseline 'dense' is not one of the evaluated systems"):
+        evaluate_systems(dataset, ["bm25"], baseline="dense", progress=False)
+    with pytest.raises(SyntrieverError, match="no int4 ONNX file"):
+        evaluate_systems(dataset, [f"dense:{exported_bi_encoder}?precision=int4"], progress=False)
+
+
+def test_cli_evaluate_writes_stable_json(
+    tiny_dataset: Path, exported_bi_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "summary.json"
+    code = cli_main(
+        [
+            "evaluate", "--dataset", str(tiny_dataset), "--split", "test",
+            "--system", "bm25", "--system", f"hybrid:{exported_bi_encoder}",
+            "--metric", "nDCG@10", "--metric", "MRR@10", "--metric", "R@100",
+            "--json", str(out), "--output-dir", str(tmp_path / "report"), "--cache-dir", str(tmp_path / "c"), "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads(out.read_text())
+    assert list(summary) == ["bm25", f"hybrid:{exported_bi_encoder}"]
+    assert set(summary["bm25"]) == {"nDCG@10", "RR@10", "R@100"}
+    assert all(isinstance(v, float) for metrics in summary.values() for v in metrics.values())
+    assert "| system | nDCG@10 | RR@10 | R@100 |" in capsys.readouterr().out
+    assert (tmp_path / "report" / "runs" / "bm25.trec").is_file()
+
+
+def test_cli_errors_name_the_fix(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["evaluate", "--dataset", str(tiny_dataset), "--split", "dev", "--system", "bm25"]) == 1
+    assert "available splits: test" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--dataset", str(tmp_path / "nowhere"), "--system", "bm25"]) == 1
+    assert "--dataset PATH" in capsys.readouterr().err
+    assert cli_main(["evaluate", "--dataset", str(tiny_dataset), "--system", "bm42"]) == 1
+    assert "SPEC is one of" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_console_script(tiny_dataset: Path, subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "syntriever_haystack", "evaluate", "--dataset", str(tiny_dataset), "--system", "bm25",
+         "--json", str(tmp_path / "s.json"), "--no-cache", "--quiet"],
+        capture_output=True, text=True, env=subprocess_env, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["bm25"]["nDCG@10"] > 0.5
