@@ -80,7 +80,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     folder = resolve_dataset(args.dataset, cache_dir=Path(args.cache_dir) / "datasets" if args.cache_dir else None)
     dataset = load_beir(folder, args.split)
-    if args.max_queries:
+    if args.max_queries is not None:
         dataset = dataset.sample_queries(args.max_queries, seed=args.seed)
     print(dataset.summary(), file=sys.stderr)
     for warning in dataset.warnings:

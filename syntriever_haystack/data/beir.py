@@ -126,7 +126,7 @@ class BeirDataset:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -207,7 +207,7 @@ def read_qrels(path: str | Path, *, stats: Counter[str] | None = None) -> dict[s
     """
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -1,7 +1,9 @@
 """IR metrics over every judged query, computed by ``ir_measures`` (pytrec_eval underneath).
 
-A *run* maps query id → {document id → score}; higher scores rank first (ties are broken the way
-trec_eval does, by document id). Two rules keep averages honest:
+A *run* maps query id → {document id → score}; higher scores rank first, and ties are broken the way
+trec_eval does (by document id, descending) for *every* metric: ``score_run`` hands ``ir_measures`` rank
+positions, not raw scores, because its providers do not all break ties the same way. Two rules keep
+averages honest:
 
 - every evaluated query gets a value for every metric; a query the system returned nothing for scores 0
   instead of silently dropping out of the mean;
@@ -59,6 +61,11 @@ def parse_metrics(names: Iterable[str] | None) -> list[str]:
         if canonical not in out:
             out.append(canonical)
     return out
+
+
+def rank_documents(scores: Mapping[str, float]) -> list[tuple[str, float]]:
+    """``(doc_id, score)`` best first, ties broken like trec_eval (document id descending)."""
+    return sorted(scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
 
 
 def evaluable_queries(qrels: Qrels, *, min_relevance: int = 1) -> tuple[list[str], list[str]]:
@@ -125,7 +132,12 @@ def score_run(
     index = {q: i for i, q in enumerate(query_ids)}
     values = {n: np.zeros(len(query_ids), dtype=np.float64) for n in names}
     eval_qrels = {q: {d: int(s) for d, s in qrels[q].items()} for q in query_ids if q in qrels}
-    eval_run = {q: {d: float(s) for d, s in run[q].items()} for q in query_ids if run.get(q)}
+    # Rank positions instead of raw scores: one tie-break rule for every ir_measures provider.
+    eval_run = {}
+    for q in query_ids:
+        ranked = rank_documents(run.get(q) or {})
+        if ranked:
+            eval_run[q] = {d: float(len(ranked) - i) for i, (d, _) in enumerate(ranked)}
     missing = [q for q in query_ids if not run.get(q)]
     if eval_run and eval_qrels:
         for metric in ir_measures.iter_calc(measures, eval_qrels, eval_run):

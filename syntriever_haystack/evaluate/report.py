@@ -3,12 +3,13 @@ files, and a PNG chart."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-from syntriever_haystack.evaluate.metrics import Run
+from syntriever_haystack.evaluate.metrics import Run, rank_documents
 from syntriever_haystack.evaluate.runner import EvaluationReport, SystemResult
 
 UP, DOWN = "▲", "▼"
@@ -94,8 +95,9 @@ def to_json(report: EvaluationReport) -> dict[str, Any]:
 
 
 def slug(spec: str) -> str:
-    """A file-name-safe version of a system SPEC."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")[:120] or "system"
+    """A file-name-safe, collision-free version of a system SPEC (readable part + short hash)."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", spec).strip("_")[:80] or "system"
+    return f"{readable}-{hashlib.sha1(spec.encode()).hexdigest()[:8]}"
 
 
 def write_trec_run(run: Run, path: str | Path, *, tag: str = "syntriever") -> Path:
@@ -105,9 +107,9 @@ def write_trec_run(run: Run, path: str | Path, *, tag: str = "syntriever") -> Pa
     tag = re.sub(r"\s+", "_", tag)
     with path.open("w", encoding="utf-8") as handle:
         for query_id in sorted(run):
-            ranked = sorted(run[query_id].items(), key=lambda item: (-item[1], item[0]))
-            for rank, (doc_id, score) in enumerate(ranked, start=1):
-                handle.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+            # full precision, trec_eval's tie order: the file reproduces the reported numbers
+            for rank, (doc_id, score) in enumerate(rank_documents(run[query_id]), start=1):
+                handle.write(f"{query_id} Q0 {doc_id} {rank} {score!r} {tag}\n")
     return path
 
 

@@ -122,6 +122,11 @@ def evaluate_systems(
     elif baseline not in seen:
         raise SyntrieverError(f"--baseline {baseline!r} is not one of the evaluated systems: {', '.join(seen)}")
     cutoffs = [int(n.rsplit("@", 1)[1]) for n in names if "@" in n and n.rsplit("@", 1)[1].isdigit()]
+    if depth is not None and cutoffs and depth < max(cutoffs):
+        raise SyntrieverError(
+            f"--depth {depth} is below the largest metric cut-off ({max(cutoffs)}): those metrics would be computed "
+            f"on truncated runs. Use --depth {max(cutoffs)} or more."
+        )
     depth = depth or max([100, *cutoffs])
 
     query_ids, excluded = evaluable_queries(dataset.qrels)

@@ -77,12 +77,13 @@ def paired_test(
         raise SyntrieverError("paired test needs at least one query")
     diff = y - x
     delta = float(diff.mean())
-    if n == 1 or np.allclose(diff, diff[0]):
-        # No variance: identical systems (p = 1) or a constant shift (the tests are undefined; report p = 1
-        # only for a zero shift, 0 otherwise).
-        p = 1.0 if np.allclose(diff, 0.0) else 0.0
-        return PairedTest(delta, p, delta, delta, test, n)
+    if n < 2 or np.allclose(diff, 0.0):
+        # One query, or identical scores everywhere: no evidence of a difference.
+        return PairedTest(delta, 1.0, delta, delta, test, n)
     rng = np.random.default_rng(seed)
+    if test == "t-test" and np.allclose(diff, diff[0]):
+        # Zero variance with a non-zero shift: t is infinite, p -> 0.
+        return PairedTest(delta, 0.0, delta, delta, test, n)
     if test == "t-test":
         from scipy import stats
 

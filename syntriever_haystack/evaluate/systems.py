@@ -28,7 +28,7 @@ import numpy as np
 
 from syntriever_haystack.data.beir import BeirDataset
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.evaluate.metrics import Run
+from syntriever_haystack.evaluate.metrics import Run, rank_documents
 
 _ALLOWED_PARAMS = {
     "bm25": {"k1", "b", "method", "stemmer", "stopwords", "backend"},
@@ -234,18 +234,28 @@ class EmbeddingCache:
 # --------------------------------------------------------------------------- search helpers
 
 
-def top_k_search(queries: np.ndarray, docs: np.ndarray, k: int, *, block: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-``k`` for every query row, best first: (indices, scores), each ``(nq, k)``."""
-    k = min(k, docs.shape[0])
+def top_k_search(
+    queries: np.ndarray, docs: np.ndarray, k: int, *, block: int | None = None, memory_budget: int = 256 << 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-``k`` for every query row, best first: (indices, scores), each ``(nq, k)``.
+
+    Queries are processed in blocks sized so the similarity block stays within ``memory_budget`` bytes.
+    """
+    n_docs = docs.shape[0]
+    k = min(k, n_docs)
     n = queries.shape[0]
+    if block is None:
+        block = max(1, memory_budget // (12 * max(n_docs, 1)))  # float32 sims + int64 partition indices
     indices = np.empty((n, k), dtype=np.int64)
     scores = np.empty((n, k), dtype=np.float32)
     for start in range(0, n, block):
         sims = queries[start : start + block] @ docs.T
-        part = (
-            np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < docs.shape[0] else np.tile(np.arange(k), (len(sims), 1))
-        )
+        if k < n_docs:
+            part = np.argpartition(sims, n_docs - k, axis=1)[:, n_docs - k :]
+        else:
+            part = np.broadcast_to(np.arange(n_docs), sims.shape)
         part_scores = np.take_along_axis(sims, part, axis=1)
+        del sims
         order = np.argsort(-part_scores, axis=1, kind="stable")
         indices[start : start + block] = np.take_along_axis(part, order, axis=1)
         scores[start : start + block] = np.take_along_axis(part_scores, order, axis=1)
@@ -258,10 +268,10 @@ def reciprocal_rank_fusion(runs: list[Run], *, k: int = 60, depth: int = 100) ->
     for query_id in {q for run in runs for q in run}:
         totals: dict[str, float] = {}
         for run in runs:
-            ranked = sorted(run.get(query_id, {}).items(), key=lambda item: (-item[1], item[0]))
+            ranked = rank_documents(run.get(query_id, {}))
             for rank, (doc_id, _) in enumerate(ranked, start=1):
                 totals[doc_id] = totals.get(doc_id, 0.0) + 1.0 / (k + rank)
-        best = sorted(totals.items(), key=lambda item: (-item[1], item[0]))[:depth]
+        best = rank_documents(totals)[:depth]
         fused[query_id] = dict(best)
     return fused
 
@@ -339,7 +349,8 @@ class SystemRunner:
             bm25_run, bm25_t = self._cached_first_stage(StageSpec("bm25"), candidates)
             dense_run, dense_t = self._cached_first_stage(stage.inner, candidates)
             started = time.perf_counter()
-            fused = reciprocal_rank_fusion([bm25_run, dense_run], k=int(options.get("k", 60)), depth=self.depth)
+            runs = [_truncate(bm25_run, candidates), _truncate(dense_run, candidates)]
+            fused = reciprocal_rank_fusion(runs, k=int(options.get("k", 60)), depth=self.depth)
             return fused, [*bm25_t, *dense_t, StageTiming("rrf", time.perf_counter() - started)]
         raise SystemSpecError(f"unknown first stage {stage.kind!r}")
 
@@ -406,7 +417,7 @@ class SystemRunner:
         run: Run = {}
         for query_id, text in self._progress(list(zip(self.query_ids, self.query_texts, strict=True)), "BM25"):
             docs = retriever.run(query=text)["documents"]
-            run[query_id] = {d.id: float(d.score or 0.0) for d in docs}
+            run[query_id] = {d.id: float(d.score) for d in docs if d.score is not None and d.score > 0}
         return run
 
     def _dense(self, stage: StageSpec) -> tuple[Run, list[StageTiming]]:
@@ -495,7 +506,11 @@ class SystemRunner:
         source = resolve_model(stage.target)
         local = Path(source)
         if local.is_dir():
-            weights = [p for p in local.rglob("*") if p.suffix in {".safetensors", ".bin"} or p.name == "config.json"]
+            weights = [
+                p
+                for p in local.rglob("*")
+                if p.is_file() and p.suffix in {".safetensors", ".bin", ".json", ".txt", ".model"}
+            ]
             fingerprint = _hash_files(weights) if weights else str(local.resolve())
         else:
             fingerprint = source
@@ -554,7 +569,7 @@ class SystemRunner:
         ranker.warm_up()
         run: Run = {}
         for query_id, query in self._progress(list(zip(self.query_ids, self.query_texts, strict=True)), "Reranking"):
-            ranked = sorted(previous.get(query_id, {}).items(), key=lambda item: (-item[1], item[0]))
+            ranked = rank_documents(previous.get(query_id, {}))
             head, tail = ranked[:top_k], ranked[top_k:]
             if not head:
                 run[query_id] = {}
@@ -573,6 +588,10 @@ class SystemRunner:
         from tqdm.auto import tqdm
 
         return tqdm(items, desc=desc, disable=not self.progress, unit="query")
+
+
+def _truncate(run: Run, n: int) -> Run:
+    return {q: dict(rank_documents(docs)[:n]) for q, docs in run.items()}
 
 
 def _l2(vectors: np.ndarray) -> np.ndarray:

@@ -245,7 +245,7 @@ def test_cli_evaluate_writes_stable_json(
     assert set(summary["bm25"]) == {"nDCG@10", "RR@10", "R@100"}
     assert all(isinstance(v, float) for metrics in summary.values() for v in metrics.values())
     assert "| system | nDCG@10 | RR@10 | R@100 |" in capsys.readouterr().out
-    assert (tmp_path / "report" / "runs" / "bm25.trec").is_file()
+    assert len(list((tmp_path / "report" / "runs").glob("bm25-*.trec"))) == 1
 
 
 def test_cli_errors_name_the_fix(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -265,3 +265,52 @@ def test_cli_runs_as_a_console_script(tiny_dataset: Path, subprocess_env: dict[s
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "s.json").read_text())["bm25"]["nDCG@10"] > 0.5
+
+
+def test_trec_file_reproduces_the_in_memory_numbers(tmp_path: Path) -> None:
+    import ir_measures
+
+    from syntriever_haystack.evaluate import score_run, write_trec_run
+
+    run = {"q": {"a": 0.8000001, "z": 0.8, "m": 0.5}}
+    qrels = {"q": {"a": 1, "m": 1}}
+    path = write_trec_run(run, tmp_path / "run.trec")
+    reread = {}
+    for row in ir_measures.read_trec_run(str(path)):
+        reread.setdefault(row.query_id, {})[row.doc_id] = row.score
+    assert score_run(reread, qrels).means == score_run(run, qrels).means
+    assert score_run(run, qrels, ["P@1"]).means["P@1"] == 1.0
+
+
+def test_run_file_names_do_not_collide() -> None:
+    from syntriever_haystack.evaluate.report import slug
+
+    specs = ["dense:models/a-b", "dense:models/a_b", "dense:models/a b", "dense:" + "x" * 200 + "?precision=int8"]
+    names = {slug(s) for s in [*specs, specs[-1].replace("int8", "fp32")]}
+    assert len(names) == 5
+
+
+def test_haystack_bm25_gives_no_credit_for_zero_scores(tiny_dataset: Path) -> None:
+    from syntriever_haystack.evaluate import SystemRunner
+
+    dataset = load_beir(tiny_dataset)
+    dataset.queries["q6"] = "zzzz qqqq"  # no term of the corpus
+    runner = SystemRunner(dataset, progress=False)
+    run, _ = runner.run(parse_system("bm25?backend=haystack"))
+    assert all(score > 0 for docs in run.values() for score in docs.values())
+    assert run["q6"] == {}  # nothing matches, nothing is credited
+
+
+def test_hybrid_fuses_only_the_requested_candidates(tiny_dataset: Path, exported_bi_encoder: Path) -> None:
+    from syntriever_haystack.evaluate import SystemRunner
+
+    runner = SystemRunner(load_beir(tiny_dataset), progress=False)
+    run, _ = runner.run(parse_system(f"hybrid:{exported_bi_encoder}?candidates=2"))
+    assert all(len(docs) <= 4 for docs in run.values())  # at most 2 from each side
+
+
+def test_depth_below_a_cutoff_is_refused(tiny_dataset: Path) -> None:
+    from syntriever_haystack.errors import SyntrieverError
+
+    with pytest.raises(SyntrieverError, match="--depth 10 is below the largest metric cut-off"):
+        evaluate_systems(load_beir(tiny_dataset), ["bm25"], depth=10, progress=False)

@@ -155,3 +155,21 @@ def test_holm_adjustment_by_hand() -> None:
     # sorted p: 0.01 (x3 = 0.03), 0.02 (x2 = 0.04), 0.04 (x1 = 0.04, monotone)
     assert holm_adjust([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
     assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_ties_are_broken_the_same_way_for_every_metric() -> None:
+    # a and b tie (as RRF produces routinely); trec_eval orders ties by doc id descending: b first.
+    run = {"q": {"a": 1 / 61, "b": 1 / 61}}
+    scores = score_run(run, {"q": {"b": 1}}, ["nDCG@1", "P@1", "RR@10", "Judged@1"])
+    assert {m: float(v[0]) for m, v in scores.per_query.items()} == {
+        "nDCG@1": 1.0,
+        "P@1": 1.0,
+        "RR@10": 1.0,
+        "Judged@1": 1.0,
+    }
+
+
+def test_too_little_evidence_is_never_significant() -> None:
+    assert paired_test([0.2], [0.3]).p_value == 1.0
+    exact = paired_test([0.0, 0.0, 0.0], [0.1, 0.1, 0.1], test="permutation", n_resamples=20_000)
+    assert exact.p_value == pytest.approx(2 / 8, abs=0.02)  # only the all-same-sign flips are as extreme

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
@@ -88,7 +89,7 @@ class SyntrieverRetrievalEvaluator:
 
     def _relevance(self, doc: Document) -> int:
         value = doc.score if self.relevance_field == "score" else doc.meta.get(self.relevance_field[len("meta.") :])
-        return 1 if value is None else round(float(value))
+        return 1 if value is None else math.floor(float(value) + 0.5)  # half-up, not banker's rounding
 
     @component.output_types(score=float, scores=dict[str, float], individual_scores=list[float], metrics=dict)
     def run(
