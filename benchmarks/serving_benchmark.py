@@ -33,32 +33,16 @@ TARGETS = {
 }
 
 
-def load_beir(folder: Path, split: str) -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
-    corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open(encoding="utf-8")]
-    queries = {}
-    for line in (folder / "queries.jsonl").open(encoding="utf-8"):
-        row = json.loads(line)
-        queries[row["_id"]] = row["text"]
-    qrels: dict[str, dict[str, int]] = {}
-    with (folder / "qrels" / f"{split}.tsv").open(encoding="utf-8") as handle:
-        next(handle)
-        for line in handle:
-            qid, did, score = line.rstrip("\n").split("\t")
-            qrels.setdefault(qid, {})[did] = int(score)
-    return corpus, queries, qrels
-
-
 def evaluate(scores: np.ndarray, qids: list[str], doc_ids: list[str], qrels: dict[str, dict[str, int]]) -> dict:
-    import ir_measures
-    from ir_measures import R, nDCG
+    """nDCG@10 and R@100 of a full query × document score matrix, through the project's own evaluation."""
+    from syntriever_haystack.evaluate import score_run
 
-    run = []
+    run = {}
     for i, qid in enumerate(qids):
         top = np.argsort(-scores[i])[:100]
-        run.extend(ir_measures.ScoredDoc(qid, doc_ids[j], float(scores[i, j])) for j in top)
-    qrel_rows = [ir_measures.Qrel(q, d, s) for q, docs in qrels.items() for d, s in docs.items()]
-    agg = ir_measures.calc_aggregate([nDCG @ 10, R @ 100], qrel_rows, run)
-    return {"nDCG@10": round(float(agg[nDCG @ 10]), 4), "R@100": round(float(agg[R @ 100]), 4)}
+        run[qid] = {doc_ids[j]: float(scores[i, j]) for j in top}
+    means = score_run(run, qrels, ["nDCG@10", "R@100"]).means
+    return {name: round(value, 4) for name, value in means.items()}
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -145,13 +129,15 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    corpus, queries, qrels = load_beir(dataset, "test")
+    from syntriever_haystack.data import load_beir
+
+    beir = load_beir(dataset, "test")
+    qrels = beir.qrels
+    doc_ids, texts = beir.doc_ids, beir.doc_texts()
     if args.max_docs:
-        corpus = corpus[: args.max_docs]
-    doc_ids = [d["_id"] for d in corpus]
-    texts = [(d.get("title", "") + " " + d["text"]).strip() for d in corpus]
+        doc_ids, texts = doc_ids[: args.max_docs], texts[: args.max_docs]
     qids = sorted(qrels)
-    query_texts = [queries[q] for q in qids]
+    query_texts = [beir.queries[q] for q in qids]
     texts_file = work / "serving_texts.json"
     texts_file.write_text(json.dumps(texts[:200]))
 
