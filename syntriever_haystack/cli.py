@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_data(sub)
+    from syntriever_haystack.generate.cli import register as register_generate
+
+    register_generate(sub)
     return parser
 
 

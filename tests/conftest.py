@@ -52,7 +52,11 @@ def _block_network_in_unit_tests(request: pytest.FixtureRequest) -> object:
         return
     import pytest_socket
 
-    pytest_socket.disable_socket(allow_unix_socket=True)
+    if request.node.get_closest_marker("loopback") is not None:
+        # A scripted server the test started itself on 127.0.0.1: allowed; every other host stays blocked.
+        pytest_socket.socket_allow_hosts(["127.0.0.1", "localhost"], allow_unix_socket=True)
+    else:
+        pytest_socket.disable_socket(allow_unix_socket=True)
     try:
         yield
     finally:

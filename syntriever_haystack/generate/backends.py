@@ -1,0 +1,60 @@
+"""Which chat model writes the data: ``--llm`` spec → a Haystack ChatGenerator.
+
+- ``local`` / ``local:gemma3-270m`` / ``local:smollm2-135m`` / ``local:PATH.gguf``: the embedded offline model
+  (:class:`~haystack_integrations.components.generators.syntriever.GGUFChatGenerator`).
+- ``openai:MODEL`` (or just ``MODEL``): :class:`haystack.components.generators.chat.OpenAIChatGenerator`, for
+  OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp server, TGI) via ``api_base_url``.
+  The API key is read from an environment variable through a Haystack ``Secret`` and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from syntriever_haystack.errors import SyntrieverError
+
+
+def make_generator(
+    spec: str,
+    *,
+    api_base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    timeout_s: float | None = None,
+) -> Any:
+    """Build the chat generator named by ``spec`` (see the module docstring)."""
+    kind, _, name = spec.partition(":")
+    if kind == "local":
+        try:
+            from haystack_integrations.components.generators.syntriever import GGUFChatGenerator
+        except ImportError as error:  # pragma: no cover - depends on the installed extras
+            raise SyntrieverError(
+                f"The local LLM needs extra packages ({error}); install them with "
+                "pip install 'syntriever-haystack[llm-local]'."
+            ) from error
+        return GGUFChatGenerator(model=name or "gemma3-270m")
+    model = name if kind == "openai" else spec
+    if not model:
+        raise SyntrieverError("--llm openai: needs a model name, e.g. --llm openai:gpt-4o-mini.")
+    try:
+        from haystack.components.generators.chat import OpenAIChatGenerator
+        from haystack.utils import Secret
+    except ImportError as error:  # pragma: no cover
+        raise SyntrieverError("OpenAI-compatible models need `pip install 'syntriever-haystack[llm]'`.") from error
+    if os.environ.get(api_key_env):
+        secret = Secret.from_env_var(api_key_env)
+    elif api_base_url:
+        # self-hosted OpenAI-compatible servers often need no key; the client still wants one
+        secret = Secret.from_token("unused")
+    else:
+        raise SyntrieverError(
+            f"No API key: set {api_key_env} (or choose another variable with --api-key-env), or point --api-base-url "
+            "at an OpenAI-compatible server."
+        )
+    return OpenAIChatGenerator(
+        api_key=secret,
+        model=model,
+        api_base_url=api_base_url,
+        timeout=timeout_s,
+        max_retries=0,  # retries (with Retry-After, backoff and accounting) are done by LLMClient
+    )

@@ -1,0 +1,305 @@
+"""Pluggable judges: who decides relevance and preference (METHOD.md §4).
+
+Two families, same interface, and every label records the judge that made it:
+
+- LLM judges (the papers' choice, for a capable model): :class:`LLMRelevanceJudge` (yes/no) and
+  :class:`LLMPreferenceJudge` (pairwise, asked in both orders to cancel position bias).
+- Score judges (for offline use, where small local LLMs judge at chance): :class:`ScoreRelevanceJudge` and
+  :class:`ScorePreferenceJudge` over a model's scores — our exported ranker (sigmoid of the cross-encoder
+  logit) or embedder (cosine) — with a threshold / margin.
+
+Build one from a spec string with :func:`relevance_judge` / :func:`preference_judge`::
+
+    llm                                   # the run's LLM
+    embedder:EXPORTED_DIR?threshold=0.5   # cosine of our ONNX embedder ≥ threshold
+    ranker:EXPORTED_DIR?threshold=0.5     # sigmoid(cross-encoder logit) ≥ threshold
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.generate.llm import LLMClient
+from syntriever_haystack.generate.prompts import PromptTemplate
+
+Scorer = Callable[[str, Sequence[str]], list[float]]
+
+
+class JudgeSpecError(SyntrieverError, ValueError):
+    """A judge spec string is invalid."""
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A relevance label.
+
+    :param label: ``True`` relevant, ``False`` not, ``None`` when the judge failed (see ``failure``).
+    :param score: The model score behind a score judge's label (``None`` for LLM judges).
+    :param judge: Which judge made the label (``llm:gpt-4o-mini:verify@1#…``, ``embedder:models/x@0.5``).
+    :param failure: Failure cause when ``label`` is ``None``.
+    """
+
+    label: bool | None
+    score: float | None
+    judge: str
+    failure: str | None = None
+
+
+@dataclass(frozen=True)
+class Preference:
+    """A pairwise verdict: ``winner`` is 0 (first passage), 1 (second) or ``None`` (tie/inconsistent/failed).
+
+    ``votes`` records the raw outcome of each order asked (``{"ab": 1, "ba": 2}``) or the two scores.
+    """
+
+    winner: int | None
+    judge: str
+    votes: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+
+class RelevanceJudge(Protocol):
+    name: str
+
+    async def judge(self, query: str, passages: Sequence[str]) -> list[Judgement]: ...
+
+
+class PreferenceJudge(Protocol):
+    name: str
+
+    async def compare(self, query: str, first: str, second: str) -> Preference: ...
+
+
+# ------------------------------------------------------------------------------------------------ LLM judges
+class LLMRelevanceJudge:
+    """Ask the LLM, one passage at a time, whether it answers/is relevant to the query (yes/no).
+
+    :param client: The run's LLM client.
+    :param prompt: ``verify`` (does it answer the query) or ``relevance`` (is it relevant).
+    """
+
+    def __init__(self, client: LLMClient, prompt: PromptTemplate) -> None:
+        self.client = client
+        self.prompt = prompt
+        self.name = f"llm:{client.model}:{prompt.label}"
+
+    async def judge(self, query: str, passages: Sequence[str]) -> list[Judgement]:
+        answers = await asyncio.gather(
+            *(self.client.ask(self.prompt, {"query": query, "passage": p}) for p in passages)
+        )
+        return [Judgement(a.value if a.ok else None, None, self.name, a.failure) for a in answers]
+
+
+class LLMPreferenceJudge:
+    """Ask the LLM which of two passages answers the query better.
+
+    :param both_orders: Ask (first, second) and (second, first) to control position bias.
+    :param require_consistent: With both orders, keep only verdicts that agree; an inconsistent pair gives
+        ``winner=None`` (reason ``inconsistent``). Without it the first order decides.
+    """
+
+    def __init__(
+        self, client: LLMClient, prompt: PromptTemplate, *, both_orders: bool = True, require_consistent: bool = True
+    ) -> None:
+        self.client = client
+        self.prompt = prompt
+        self.both_orders = both_orders
+        self.require_consistent = require_consistent
+        self.name = f"llm:{client.model}:{prompt.label}" + (":both-orders" if both_orders else "")
+
+    async def compare(self, query: str, first: str, second: str) -> Preference:
+        asks = [self.client.ask(self.prompt, {"query": query, "passage_1": first, "passage_2": second})]
+        if self.both_orders:
+            asks.append(self.client.ask(self.prompt, {"query": query, "passage_1": second, "passage_2": first}))
+        answers = await asyncio.gather(*asks)
+        failed = [a.failure for a in answers if not a.ok]
+        if failed:
+            return Preference(None, self.name, reason=f"failed:{failed[0]}")
+        forward = 0 if answers[0].value == 1 else 1
+        votes: dict[str, Any] = {"ab": answers[0].value}
+        if not self.both_orders:
+            return Preference(forward, self.name, votes)
+        backward = 1 if answers[1].value == 1 else 0  # "passage 1" in the swapped order is `second`
+        votes["ba"] = answers[1].value
+        if forward == backward:
+            return Preference(forward, self.name, votes)
+        if self.require_consistent:
+            return Preference(None, self.name, votes, reason="inconsistent")
+        return Preference(forward, self.name, votes)
+
+
+# ---------------------------------------------------------------------------------------------- score judges
+class ScoreRelevanceJudge:
+    """Relevant when a model's score reaches ``threshold``.
+
+    :param scorer: ``scorer(query, passages) -> scores`` (synchronous; run in a worker thread).
+    :param threshold: Minimum score for a positive label.
+    :param name: Recorded as the judge of every label.
+    """
+
+    def __init__(self, scorer: Scorer, *, threshold: float, name: str) -> None:
+        self.scorer = scorer
+        self.threshold = threshold
+        self.name = name
+
+    async def judge(self, query: str, passages: Sequence[str]) -> list[Judgement]:
+        if not passages:
+            return []
+        scores = await asyncio.to_thread(self.scorer, query, list(passages))
+        return [Judgement(bool(s >= self.threshold), float(s), self.name) for s in scores]
+
+
+class ScorePreferenceJudge:
+    """Prefer the passage with the higher model score; closer than ``margin`` is a tie (``winner=None``)."""
+
+    def __init__(self, scorer: Scorer, *, margin: float = 0.0, name: str) -> None:
+        self.scorer = scorer
+        self.margin = margin
+        self.name = name
+
+    async def compare(self, query: str, first: str, second: str) -> Preference:
+        a, b = await asyncio.to_thread(self.scorer, query, [first, second])
+        votes = {"scores": [float(a), float(b)]}
+        if abs(a - b) <= self.margin:
+            return Preference(None, self.name, votes, reason="tie")
+        return Preference(0 if a > b else 1, self.name, votes)
+
+
+# ------------------------------------------------------------------------------------------------- scorers
+class EmbedderScorer:
+    """Cosine similarity from our exported ONNX bi-encoder (torch-free)."""
+
+    def __init__(self, model: str | Path, *, precision: str = "fp32") -> None:
+        from haystack_integrations.components.embedders.syntriever import (
+            SyntrieverDocumentEmbedder,
+            SyntrieverTextEmbedder,
+        )
+
+        self.text_embedder = SyntrieverTextEmbedder(model=model, precision=precision)  # type: ignore[arg-type]
+        self.doc_embedder = SyntrieverDocumentEmbedder(
+            model=model,
+            precision=precision,  # type: ignore[arg-type]
+            progress_bar=False,
+        )
+        self._lock = threading.Lock()
+        self._warm = False
+
+    def __call__(self, query: str, passages: Sequence[str]) -> list[float]:
+        from haystack import Document
+
+        with self._lock:
+            if not self._warm:
+                self.text_embedder.warm_up()
+                self.doc_embedder.warm_up()
+                self._warm = True
+            q = np.asarray(self.text_embedder.run(text=query)["embedding"], dtype=np.float32)
+            docs = self.doc_embedder.run(documents=[Document(content=p) for p in passages])["documents"]
+        d = np.asarray([doc.embedding for doc in docs], dtype=np.float32)
+        q = q / max(float(np.linalg.norm(q)), 1e-12)
+        d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+        return [float(x) for x in d @ q]
+
+
+class RankerScorer:
+    """``sigmoid(logit)`` of our exported ONNX cross-encoder (torch-free)."""
+
+    def __init__(self, model: str | Path, *, precision: str = "fp32") -> None:
+        from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
+
+        self.ranker = SyntrieverRanker(model=model, precision=precision, scale_score=True)  # type: ignore[arg-type]
+        self._lock = threading.Lock()
+        self._warm = False
+
+    def __call__(self, query: str, passages: Sequence[str]) -> list[float]:
+        from haystack import Document
+
+        documents = [Document(id=str(i), content=p) for i, p in enumerate(passages)]
+        with self._lock:
+            if not self._warm:
+                self.ranker.warm_up()
+                self._warm = True
+            ranked = self.ranker.run(query=query, documents=documents, top_k=len(documents))["documents"]
+        by_id = {d.id: float(d.score or 0.0) for d in ranked}
+        return [by_id[str(i)] for i in range(len(passages))]
+
+
+# ---------------------------------------------------------------------------------------------------- specs
+def _parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
+    kind, _, rest = spec.partition(":")
+    target, _, query = rest.partition("?")
+    params: dict[str, str] = {}
+    for part in filter(None, query.split("&")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise JudgeSpecError(f"Judge spec {spec!r}: parameter {part!r} must be name=value.")
+        params[name] = value
+    return kind, target, params
+
+
+def _scorer(kind: str, target: str, params: dict[str, str], spec: str) -> Scorer:
+    if not target:
+        raise JudgeSpecError(f"Judge spec {spec!r} needs a model folder, e.g. {kind}:models/minilm-onnx.")
+    if not Path(target).is_dir():
+        raise JudgeSpecError(
+            f"Judge spec {spec!r}: {target} is not a folder. Export a model first with `syntriever export`."
+        )
+    precision = params.get("precision", "fp32")
+    return (
+        EmbedderScorer(target, precision=precision) if kind == "embedder" else RankerScorer(target, precision=precision)
+    )
+
+
+_JUDGE_HELP = "use 'llm', 'embedder:EXPORTED_DIR?threshold=0.5' or 'ranker:EXPORTED_DIR?threshold=0.5'"
+
+
+def relevance_judge(
+    spec: str, *, client: LLMClient | None = None, prompt: PromptTemplate | None = None
+) -> RelevanceJudge:
+    """Build a relevance judge from ``spec`` (see the module docstring)."""
+    kind, target, params = _parse_spec(spec)
+    if kind == "llm":
+        if client is None or prompt is None:
+            raise JudgeSpecError("The 'llm' judge needs an LLM; configure one with --llm.")
+        return LLMRelevanceJudge(client, prompt)
+    if kind in ("embedder", "ranker"):
+        unknown = set(params) - {"threshold", "precision"}
+        if unknown:
+            raise JudgeSpecError(f"Judge spec {spec!r}: unknown parameters {sorted(unknown)}; {_JUDGE_HELP}.")
+        threshold = float(params.get("threshold", 0.5))
+        return ScoreRelevanceJudge(
+            _scorer(kind, target, params, spec), threshold=threshold, name=f"{kind}:{target}@{threshold:g}"
+        )
+    raise JudgeSpecError(f"Unknown judge {spec!r}: {_JUDGE_HELP}.")
+
+
+def preference_judge(
+    spec: str,
+    *,
+    client: LLMClient | None = None,
+    prompt: PromptTemplate | None = None,
+    both_orders: bool = True,
+    require_consistent: bool = True,
+) -> PreferenceJudge:
+    """Build a preference judge from ``spec`` (``margin=`` instead of ``threshold=`` for score judges)."""
+    kind, target, params = _parse_spec(spec)
+    if kind == "llm":
+        if client is None or prompt is None:
+            raise JudgeSpecError("The 'llm' judge needs an LLM; configure one with --llm.")
+        return LLMPreferenceJudge(client, prompt, both_orders=both_orders, require_consistent=require_consistent)
+    if kind in ("embedder", "ranker"):
+        unknown = set(params) - {"margin", "precision"}
+        if unknown:
+            raise JudgeSpecError(f"Judge spec {spec!r}: unknown parameters {sorted(unknown)}; use margin=.")
+        margin = float(params.get("margin", 0.0))
+        return ScorePreferenceJudge(
+            _scorer(kind, target, params, spec), margin=margin, name=f"{kind}:{target}~{margin:g}"
+        )
+    raise JudgeSpecError(f"Unknown judge {spec!r}: use 'llm', 'embedder:DIR?margin=0.0' or 'ranker:DIR?margin=0.0'.")
