@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import inspect
 import random
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -184,6 +186,8 @@ class LLMClient:
     :param accounting: Counters shared by the run; a new one by default.
     :param model: Model id used in cache keys and price lookups (default: the generator's ``model``).
     :param mode: ``live`` sends requests; ``collect`` queues cache misses for the Batch API.
+    :param sync_calls: Call the generator's synchronous ``run`` in worker threads even if it has ``run_async``
+        (for clients reused across several ``asyncio.run`` calls: async HTTP clients are bound to one loop).
 
     Usage example::
 
@@ -207,6 +211,7 @@ class LLMClient:
         accounting: Accounting | None = None,
         model: str | None = None,
         mode: Literal["live", "collect"] = "live",
+        sync_calls: bool = False,
     ) -> None:
         self.generator = generator
         self.cache = cache
@@ -214,6 +219,8 @@ class LLMClient:
         self.accounting = accounting or Accounting()
         self.model = model or _generator_model(generator)
         self.mode = mode
+        self.sync_calls = sync_calls
+        self._executor: ThreadPoolExecutor | None = None
         self.pending: dict[str, dict[str, Any]] = {}
         self._semaphore: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
@@ -251,10 +258,14 @@ class LLMClient:
 
     async def _invoke(self, messages: list[ChatMessage], kwargs: dict[str, Any]) -> ChatMessage | None:
         run_async = getattr(self.generator, "run_async", None)
-        if run_async is not None and inspect.iscoroutinefunction(run_async):
+        call: Any
+        if not self.sync_calls and run_async is not None and inspect.iscoroutinefunction(run_async):
             call = run_async(messages=messages, generation_kwargs=kwargs)
         else:
-            call = asyncio.to_thread(self.generator.run, messages=messages, generation_kwargs=kwargs)
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=max(1, self.settings.concurrency))
+            run = functools.partial(self.generator.run, messages=messages, generation_kwargs=kwargs)
+            call = asyncio.get_running_loop().run_in_executor(self._executor, run)
         timeout = self.settings.request_timeout_s
         result = await (asyncio.wait_for(call, timeout) if timeout else call)
         replies = result.get("replies") or []
@@ -303,6 +314,10 @@ class LLMClient:
                 try:
                     reply = await self._invoke(list(messages), dict(kwargs))
                 except Exception as error:
+                    if type(error).__name__ == "LengthFinishReasonError":
+                        # openai's structured-output parse endpoint raises on a reply cut by the token limit
+                        self.accounting.record(step, self.model, {}, cached=False)
+                        return Completion(None, "length", {}, cached=False, key=key)
                     retryable, cause, retry_after = classify_error(error)
                     self.accounting.record_attempt_failure(step)
                     if not retryable or attempt == self.settings.max_retries:

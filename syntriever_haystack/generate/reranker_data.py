@@ -105,7 +105,9 @@ class RerankerDataGenerator:
             with JsonlStore(output) as existing:
                 for record in existing.records():
                     if not record.get("rejected"):
-                        self.query_filter.register(record["query"])
+                        source = record["source_doc_id"]
+                        text = self.passage_text(source) if source in self.corpus else None
+                        self.query_filter.register(record["query"], passage=text, passage_id=source)
         accounting = self.client.accounting
 
         async def one(item: PassageItem) -> ItemResult:
@@ -121,7 +123,7 @@ class RerankerDataGenerator:
                 if not answer.ok:
                     result.failures.append({"step": answer.prompt, "sample": sample, "cause": answer.failure})
                     continue
-                reason = self.query_filter.check(answer.value, passage=item.text)
+                reason = self.query_filter.check(answer.value, passage=item.text, passage_id=item.doc_id)
                 if reason is not None:
                     accounting.count_filtered(reason)
                 result.records.append(

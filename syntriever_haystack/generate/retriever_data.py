@@ -50,14 +50,17 @@ class RetrieverDataGenerator:
     progress: bool = True
     extra_provenance: dict[str, Any] = field(default_factory=dict)
 
-    async def generate(self, items: Sequence[QueryItem], output: str | Path) -> LoopStats[QueryItem]:
+    def __post_init__(self) -> None:
         used = [self.prompts["positive_passage"], self.prompts["negative_passage"]]
         if self.use_cot:
             used.append(self.prompts["cot"])
         self._provenance = provenance(self.client, used, judge=self.judge.name, **self.extra_provenance)
+
+    async def generate(self, items: Sequence[QueryItem], output: str | Path) -> LoopStats[QueryItem]:
+        """Write one example per item into ``output``; done items of an earlier run are skipped."""
         return await process_items(
             items,
-            self._one,
+            self.example,
             item_id=lambda item: item.query_id,
             output=Path(output),
             accounting=self.client.accounting,
@@ -66,7 +69,8 @@ class RetrieverDataGenerator:
             progress=self.progress,
         )
 
-    async def _one(self, item: QueryItem) -> ItemResult:
+    async def example(self, item: QueryItem) -> ItemResult:
+        """The example for one query (or the failures that prevented it)."""
         variables = {"query": item.query}
         calls = [
             self.client.ask(self.prompts["positive_passage"], variables),
