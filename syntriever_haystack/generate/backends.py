@@ -26,7 +26,7 @@ def make_generator(
     kind, _, name = spec.partition(":")
     if kind == "local":
         try:
-            from haystack_integrations.components.generators.syntriever import GGUFChatGenerator
+            from haystack_integrations.components.generators.syntriever.gguf_chat_generator import GGUFChatGenerator
         except ImportError as error:  # pragma: no cover - depends on the installed extras
             raise SyntrieverError(
                 f"The local LLM needs extra packages ({error}); install them with "

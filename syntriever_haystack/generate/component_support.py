@@ -31,7 +31,7 @@ def run_sync(factory: Callable[[], Awaitable[T]]) -> T:
     def target() -> None:
         try:
             result.append(asyncio.run(factory()))  # type: ignore[arg-type]
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+        except BaseException as error:
             errors.append(error)
 
     thread = threading.Thread(target=target)
@@ -108,7 +108,11 @@ class LLMComponentMixin:
 
     def _llm_init_parameters(self) -> dict[str, Any]:
         return {
-            "chat_generator": component_to_dict(obj=self.chat_generator, name="chat_generator"),
+            "chat_generator": (
+                component_to_dict(obj=self.chat_generator, name="chat_generator")
+                if self.chat_generator is not None
+                else None
+            ),
             "prompts": self.prompts,
             "cache_path": self.cache_path,
             "concurrency": self.concurrency,
@@ -126,7 +130,8 @@ class LLMComponentMixin:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
-        deserialize_chatgenerator_inplace(data["init_parameters"], key="chat_generator")
+        if data["init_parameters"].get("chat_generator") is not None:
+            deserialize_chatgenerator_inplace(data["init_parameters"], key="chat_generator")
         return default_from_dict(cls, data)
 
     def _reset_client_loop(self) -> None:

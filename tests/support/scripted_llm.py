@@ -13,7 +13,9 @@ import json
 import re
 from typing import Any
 
-_STOP = set("the a an of to in and or is are was were be by for on with as at from that this it its not no what".split())
+_STOP = set(
+    "the a an of to in and or is are was were be by for on with as at from that this it its not no what".split()
+)
 
 
 def _words(text: str) -> list[str]:
