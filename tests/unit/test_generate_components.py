@@ -66,7 +66,8 @@ def test_pipeline_yaml_round_trip_keeps_secrets_as_env_references(chat, tmp_path
     pipeline.add_component("prefs", SyntrieverPreferenceJudge(chat_generator=chat, both_orders=False))
     pipeline.add_component("examples", SyntrieverTrainingExampleGenerator(chat_generator=chat, use_cot=False))
     text = pipeline.dumps()
-    assert "test-key" not in text and "FAKE_OPENAI_KEY" in text
+    assert "test-key" not in text
+    assert "FAKE_OPENAI_KEY" in text
     loaded = Pipeline.loads(text)
     component = loaded.get_component("queries")
     assert isinstance(component, SyntrieverQueryGenerator)
@@ -104,7 +105,8 @@ def test_training_example_generator_and_run_async(chat, server) -> None:
     result = asyncio.run(generator.run_async(queries=["iron deficiency anemia causes"], gold_documents=gold))
     (example,) = result["examples"]
     sources = [p["source"] for p in example["positives"]]
-    assert sources[0] == "gold" and "cot" in sources
+    assert sources[0] == "gold"
+    assert "cot" in sources
     assert {n["source"] for n in example["negatives"]} <= {"llm_negative", "rejected_positive"}
     # the synchronous run works twice in a row (each run has its own event loop)
     assert generator.run(queries=["iron deficiency anemia causes"])["examples"]
