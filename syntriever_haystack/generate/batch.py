@@ -172,7 +172,9 @@ class BatchRunner:
             errors = self.client.files.content(batch.error_file_id).text
             for line in filter(None, (raw.strip() for raw in errors.splitlines())):
                 record = json.loads(line)
-                code = ((record.get("error") or {}).get("code")) or "error"
+                status = ((record.get("response") or {}).get("status_code")) or 0
+                # a line-level error has a code; a failed request has its HTTP status (as in _ingest)
+                code = ((record.get("error") or {}).get("code")) or (f"http_{status}" if status else "error")
                 cause = f"batch_error:{code}"
                 outcome.failed[cause] = outcome.failed.get(cause, 0) + 1
                 self.accounting.fail(cause)

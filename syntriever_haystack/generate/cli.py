@@ -166,14 +166,17 @@ def _cmd_retriever(args: argparse.Namespace) -> int:
     from syntriever_haystack.generate.retriever_data import QueryItem, RetrieverDataGenerator
 
     run = _Run(args, "retriever")
-    dataset = run.dataset(args.split)
-    texts = dict(zip(dataset.doc_ids, dataset.doc_texts(include_title=not args.no_title), strict=True))
-    items = [
-        QueryItem(
-            qid, text, tuple((d, texts[d]) for d, s in dataset.qrels.get(qid, {}).items() if s > 0 and d in texts)
-        )
-        for qid, text in dataset.queries.items()
-    ]
+    if args.queries_file is not None:
+        items = _synthetic_query_items(run, args)
+    else:
+        dataset = run.dataset(args.split)
+        texts = dict(zip(dataset.doc_ids, dataset.doc_texts(include_title=not args.no_title), strict=True))
+        items = [
+            QueryItem(
+                qid, text, tuple((d, texts[d]) for d, s in dataset.qrels.get(qid, {}).items() if s > 0 and d in texts)
+            )
+            for qid, text in dataset.queries.items()
+        ]
     if args.max_queries is not None:
         items = random.Random(args.seed).sample(items, min(args.max_queries, len(items)))
     judge = relevance_judge(args.judge, client=run.client, prompt=run.prompts["verify"])
@@ -189,6 +192,33 @@ def _cmd_retriever(args: argparse.Namespace) -> int:
     )
     stats = run.execute(lambda: generator.generate(items, run.out / "retriever.jsonl"))
     return run.finish({"records": stats.records, "items": len(items), "judge": judge.name})
+
+
+def _synthetic_query_items(run: _Run, args: argparse.Namespace) -> list[Any]:
+    """Fully synthetic setting: accepted queries of ``generate reranker`` (queries.jsonl), source passage as gold."""
+    from syntriever_haystack.generate.records import JsonlStore
+    from syntriever_haystack.generate.retriever_data import QueryItem
+
+    corpus = run.dataset(None)
+    items = []
+    with JsonlStore(args.queries_file) as store:
+        for record in store.records():
+            if record.get("kind") != "query":
+                raise SyntrieverError(
+                    f"{args.queries_file} holds {record.get('kind')!r} records; pass the queries.jsonl written by "
+                    "`syntriever generate reranker`."
+                )
+            if record.get("rejected"):
+                continue
+            source = record["source_doc_id"]
+            if source not in corpus:
+                raise SyntrieverError(
+                    f"Query {record['id']} comes from document {source!r}, not in --dataset's corpus."
+                )
+            passage = corpus[source]
+            text = f"{passage.title} {passage.text}".strip() if passage.title and not args.no_title else passage.text
+            items.append(QueryItem(record["id"], record["query"], ((source, text),)))
+    return items
 
 
 def _cmd_preferences(args: argparse.Namespace) -> int:
@@ -308,6 +338,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_common(retriever, "retriever")
     retriever.add_argument("--split", default="train", help="qrels split with the training queries (default train)")
     retriever.add_argument("--max-queries", type=int, default=None, help="sample this many queries")
+    retriever.add_argument(
+        "--queries-file",
+        type=Path,
+        default=None,
+        help="fully synthetic setting: queries.jsonl of `generate reranker` (source passage = gold) instead of --split",
+    )
     retriever.add_argument(
         "--judge", default="llm", help="verifier: llm | embedder:DIR?threshold=X | ranker:DIR?threshold=X"
     )

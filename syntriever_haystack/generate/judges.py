@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.generate.llm import LLMClient
+from syntriever_haystack.generate.llm import LLMClient, gather_answers
 from syntriever_haystack.generate.prompts import PromptTemplate
 
 Scorer = Callable[[str, Sequence[str]], list[float]]
@@ -92,7 +92,7 @@ class LLMRelevanceJudge:
         self.name = f"llm:{client.model}:{prompt.label}"
 
     async def judge(self, query: str, passages: Sequence[str]) -> list[Judgement]:
-        answers = await asyncio.gather(
+        answers = await gather_answers(
             *(self.client.ask(self.prompt, {"query": query, "passage": p}) for p in passages)
         )
         return [Judgement(a.value if a.ok else None, None, self.name, a.failure) for a in answers]
@@ -119,7 +119,7 @@ class LLMPreferenceJudge:
         asks = [self.client.ask(self.prompt, {"query": query, "passage_1": first, "passage_2": second})]
         if self.both_orders:
             asks.append(self.client.ask(self.prompt, {"query": query, "passage_1": second, "passage_2": first}))
-        answers = await asyncio.gather(*asks)
+        answers = await gather_answers(*asks)
         failed = [a.failure for a in answers if not a.ok]
         if failed:
             return Preference(None, self.name, reason=f"failed:{failed[0]}")

@@ -24,7 +24,7 @@ import functools
 import inspect
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -399,3 +399,15 @@ class LLMClient:
             return Answer(value, text, None, template.label, self.model, attempts, cached=completion.cached)
         self.accounting.fail(failure)
         return Answer(None, text, failure, template.label, self.model, attempts, cached=False)
+
+
+async def gather_answers(*calls: Awaitable[Answer]) -> list[Answer]:
+    """Await every call; if any was deferred (Batch collect mode) re-raise after all have queued theirs."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    deferred = next((r for r in results if isinstance(r, Deferred)), None)
+    if deferred is not None:
+        raise deferred
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return [r for r in results if isinstance(r, Answer)]

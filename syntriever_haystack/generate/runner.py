@@ -20,11 +20,13 @@ from typing import Any, Generic, TypeVar
 from tqdm.auto import tqdm
 
 from syntriever_haystack.generate.accounting import Accounting
-from syntriever_haystack.generate.llm import Answer, Deferred, LLMClient
+from syntriever_haystack.generate.llm import Deferred, LLMClient, gather_answers
 from syntriever_haystack.generate.prompts import PromptTemplate
 from syntriever_haystack.generate.records import JsonlStore, utc_now
 
 T = TypeVar("T")
+
+__all__ = ["ItemResult", "LoopStats", "gather_answers", "process_items", "provenance"]
 
 
 @dataclass
@@ -44,18 +46,6 @@ class LoopStats(Generic[T]):
     records: int = 0
     duplicates_skipped: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
-
-
-async def gather_answers(*calls: Awaitable[Answer]) -> list[Answer]:
-    """Await every call; if any was deferred (Batch collect mode) re-raise after all have queued theirs."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    deferred = next((r for r in results if isinstance(r, Deferred)), None)
-    if deferred is not None:
-        raise deferred
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    return [r for r in results if isinstance(r, Answer)]
 
 
 def provenance(
