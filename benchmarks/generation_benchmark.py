@@ -136,8 +136,10 @@ def main() -> int:
     if args.local:
         local = bench_local(args.dataset, args.local_queries, args.local_model, args.seed)
         results["local"] = local
-        print(f"\nLocal model {local['model']}: load {local['load_s']} s, {local['seconds_per_query']} s/query, "
-              f"{local['completion_tokens_per_s']} tokens/s, {local['ok']}/{local['queries']} parsed")
+        print(
+            f"\nLocal model {local['model']}: load {local['load_s']} s, {local['seconds_per_query']} s/query, "
+            f"{local['completion_tokens_per_s']} tokens/s, {local['ok']}/{local['queries']} parsed"
+        )
         for sample in local["samples"]:
             print(f"- [{sample['query_type']}] {sample['query'] or '(failed: ' + str(sample['failure']) + ')'}")
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -38,7 +39,11 @@ class PriceTable:
         if model in self.prices:
             return self.prices[model]
         # dated snapshots, e.g. gpt-4o-mini-2024-07-18 → gpt-4o-mini (longest matching prefix)
-        matches = [name for name in self.prices if model.startswith(name + "-")]
+        matches = [
+            name
+            for name in self.prices
+            if model.startswith(name + "-") and re.fullmatch(r"\d{4}(-\d{2}-\d{2})?", model[len(name) + 1 :])
+        ]
         return self.prices[max(matches, key=len)] if matches else None
 
     def cost(self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False) -> float:

@@ -119,6 +119,9 @@ class ResponseCache:
         with self._lock:
             return self._db.execute("SELECT 1 FROM responses WHERE key = ?", (key,)).fetchone() is not None
 
+    def __bool__(self) -> bool:  # an empty cache is still a cache (``cache or default`` must not drop it)
+        return True
+
     def __len__(self) -> int:
         with self._lock:
             return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])

@@ -156,7 +156,11 @@ class _Run:
         self.cache.close()
         failures = sum(self.accounting.failures.values())
         if failures:
-            print(f"{failures} answers failed (see summary.md and *.failures.jsonl); rerun the command to retry them.")
+            print(
+                f"{failures} answers failed (see summary.md and *.failures.jsonl). Rerun the command to retry "
+                "transport failures (HTTP errors, timeouts); unparseable answers are cached, so raise --parse-retries "
+                "(new requests) or improve the prompt (--prompts) for those."
+            )
         return 0
 
 

@@ -224,12 +224,21 @@ class LLMClient:
         self.pending: dict[str, dict[str, Any]] = {}
         self._semaphore: asyncio.Semaphore | None = None
         self._limiter: RateLimiter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._cooldown_until = 0.0
         self._warmed = False
 
     # ------------------------------------------------------------------------------------------- plumbing
     def _loop_state(self) -> tuple[asyncio.Semaphore, RateLimiter]:
         # created lazily inside the running loop (asyncio primitives bind to the loop that first uses them)
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            # a new event loop (a second asyncio.run): loop-bound primitives and the generator's async HTTP
+            # client belong to the old, closed loop; continue with fresh primitives and synchronous calls
+            self._semaphore = None
+            self._limiter = None
+            self.sync_calls = True
+        self._loop = loop
         if self._semaphore is None or self._limiter is None:
             self._semaphore = asyncio.Semaphore(max(1, self.settings.concurrency))
             self._limiter = RateLimiter(
