@@ -1,5 +1,10 @@
-"""Synthetic-data components: any chat model writes queries, passages and judgements; an offline GGUF model."""
+"""LLM components of syntriever-haystack: synthetic-data generators and judges, and the embedded offline LLM."""
 
+from haystack_integrations.components.generators.syntriever.gguf_chat_generator import (
+    MODELS,
+    GGUFChatGenerator,
+    render_few_shot_prompt,
+)
 from haystack_integrations.components.generators.syntriever.preference_judge import SyntrieverPreferenceJudge
 from haystack_integrations.components.generators.syntriever.query_generator import SyntrieverQueryGenerator
 from haystack_integrations.components.generators.syntriever.relevance_labeler import SyntrieverRelevanceLabeler
@@ -8,18 +13,11 @@ from haystack_integrations.components.generators.syntriever.training_example_gen
 )
 
 __all__ = [
+    "MODELS",
     "GGUFChatGenerator",
     "SyntrieverPreferenceJudge",
     "SyntrieverQueryGenerator",
     "SyntrieverRelevanceLabeler",
     "SyntrieverTrainingExampleGenerator",
+    "render_few_shot_prompt",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # the GGUF generator imports torch/transformers lazily itself; keep this package import light
-    if name == "GGUFChatGenerator":
-        from haystack_integrations.components.generators.syntriever.gguf_chat_generator import GGUFChatGenerator
-
-        return GGUFChatGenerator
-    raise AttributeError(name)
