@@ -66,6 +66,7 @@ def bench_server(latency_ms: float, requests: int, levels: list[int], openai_cli
 
 
 def bench_local(dataset: str | None, n: int, model: str, seed: int) -> dict:
+    """Seconds per query of the offline model; ``model`` is a local spec, e.g. ``gemma3-270m?backend=transformers``."""
     from syntriever_haystack.data.beir import read_corpus
     from syntriever_haystack.generate.backends import make_generator
     from syntriever_haystack.generate.llm import LLMClient, LLMSettings
@@ -79,6 +80,7 @@ def bench_local(dataset: str | None, n: int, model: str, seed: int) -> dict:
     else:
         passages = [(str(i), "Iron deficiency anemia is caused by blood loss and low dietary iron.") for i in range(n)]
     generator = make_generator(f"local:{model}")
+    backend = getattr(generator, "backend", "auto")
     started = time.perf_counter()
     generator.warm_up()
     load_s = time.perf_counter() - started
@@ -101,6 +103,7 @@ def bench_local(dataset: str | None, n: int, model: str, seed: int) -> dict:
     ]
     return {
         "model": model,
+        "backend": getattr(generator, "loaded_backend", None) or backend,
         "dataset": dataset,
         "load_s": round(load_s, 2),
         "queries": n,
@@ -137,7 +140,8 @@ def main() -> int:
         local = bench_local(args.dataset, args.local_queries, args.local_model, args.seed)
         results["local"] = local
         print(
-            f"\nLocal model {local['model']}: load {local['load_s']} s, {local['seconds_per_query']} s/query, "
+            f"\nLocal model {local['model']} ({local['backend']}): load {local['load_s']} s, "
+            f"{local['seconds_per_query']} s/query, "
             f"{local['completion_tokens_per_s']} tokens/s, {local['ok']}/{local['queries']} parsed"
         )
         for sample in local["samples"]:

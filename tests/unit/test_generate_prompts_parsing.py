@@ -48,10 +48,14 @@ def test_every_default_prompt_renders_system_few_shot_and_final_user(name: str) 
     variables = {v: VALUES[v] for v in template.variables}
     messages = template.render(variables)
     assert template.examples, "every prompt carries few-shot examples showing the output format"
-    assert len(messages) == 1 + 2 * len(template.examples) + 1
+    shown = template.examples
+    if template.example_key is not None:
+        shown = tuple(e for e in shown if e.inputs[template.example_key] == variables[template.example_key])
+        assert shown, "the test values must match some examples"
+    assert len(messages) == 1 + 2 * len(shown) + 1
     assert messages[0].role == ChatRole.SYSTEM
     assert messages[0].text == template.system
-    for i, example in enumerate(template.examples):
+    for i, example in enumerate(shown):
         user, assistant = messages[1 + 2 * i], messages[2 + 2 * i]
         assert user.role == ChatRole.USER
         assert assistant.role == ChatRole.ASSISTANT
@@ -78,7 +82,12 @@ def test_structured_mode_adds_json_instructions_and_json_answers(name: str) -> N
     assert "JSON" in (structured[0].text or "")
     assert f'"{template.answer_field}"' in (structured[0].text or "")
     assert structured[-1].text == plain[-1].text
-    for i, example in enumerate(template.examples):
+    shown = [m for m in structured[2:-1:2]]
+    examples = template.examples
+    if template.example_key is not None:
+        examples = tuple(e for e in examples if e.inputs[template.example_key] == variables[template.example_key])
+    assert len(shown) == len(examples)
+    for i, example in enumerate(examples):
         answer = json.loads(structured[2 + 2 * i].text or "")
         expected = int(example.output) if template.output == "choice" else example.output
         assert answer == {template.answer_field: expected}
@@ -147,7 +156,7 @@ def test_load_prompts_from_yaml_overrides_fields(tmp_path: Path) -> None:
     )
     prompts = load_prompts(path)
     assert prompts["queries"].system == "You write queries a nurse would type."
-    assert prompts["queries"].version == "1+custom"
+    assert prompts["queries"].version == f"{DEFAULT_PROMPTS['queries'].version}+custom"
     assert prompts["queries"].user == DEFAULT_PROMPTS["queries"].user  # omitted fields keep their defaults
     assert prompts["queries"].digest != DEFAULT_PROMPTS["queries"].digest
     assert prompts["verify"].version == "my-2"
@@ -289,3 +298,16 @@ def test_extract_json_object() -> None:
     assert extract_json_object('{bad} then {"ok": true}') == {"ok": True}
     assert extract_json_object("no json here") is None
     assert extract_json_object('{"a": "escaped \\" quote"}') == {"a": 'escaped " quote'}
+
+
+def test_query_examples_match_the_requested_type() -> None:
+    """Type-matched few-shot examples: a keyword request is demonstrated only by keyword queries."""
+    template = PROMPTS["queries"]
+    for query_type in ("question", "keywords", "claim"):
+        messages = template.render({"passage": "Iron deficiency anemia.", "query_type": query_type})
+        users = [m.text or "" for m in messages[1:-1:2]]
+        assert len(users) == 2
+        assert all(f"Type: {query_type}" in u for u in users)
+    # an unknown type falls back to every example
+    messages = template.render({"passage": "Iron deficiency anemia.", "query_type": "title"})
+    assert len(messages) == 2 + 2 * len(template.examples)
