@@ -3,8 +3,9 @@
 Three resumable phases, each writing a JSONL file in the output folder:
 
 1. ``queries.jsonl`` — for each sampled passage, ``n`` queries of varied types (question, keywords, claim),
-   filtered (empty, truncated, copies the passage, duplicate, near-duplicate); rejected queries are kept in the
-   file with their ``rejected`` reason so that the numbers add up and a rerun makes the same decisions.
+   filtered (empty, truncated, copies the passage or a few-shot example, duplicate, near-duplicate); rejected
+   queries are kept in the file with their ``rejected`` reason so that the numbers add up and a rerun makes the
+   same decisions.
 2. ``candidates.jsonl`` — the top ``m`` candidates of a first-stage retriever for every accepted query;
    with ``round_trip_k`` a query is dropped unless its source passage is in the retriever's top-k.
 3. ``reranker.jsonl`` — the judge labels the source passage (presumed positive, verified) and the candidates;
@@ -22,7 +23,7 @@ from typing import Any
 
 from syntriever_haystack.data.beir import Passage
 from syntriever_haystack.generate.candidates import CandidateRetriever
-from syntriever_haystack.generate.filters import QueryFilter
+from syntriever_haystack.generate.filters import QueryFilter, normalize_text
 from syntriever_haystack.generate.judges import RelevanceJudge
 from syntriever_haystack.generate.llm import LLMClient
 from syntriever_haystack.generate.prompts import PromptTemplate
@@ -109,6 +110,7 @@ class RerankerDataGenerator:
                         text = self.passage_text(source) if source in self.corpus else None
                         self.query_filter.register(record["query"], passage=text, passage_id=source)
         accounting = self.client.accounting
+        example_outputs = {normalize_text(e.output) for e in prompt.examples}
 
         async def one(item: PassageItem) -> ItemResult:
             types = [self.query_types[i % len(self.query_types)] for i in range(self.queries_per_passage)]
@@ -124,6 +126,8 @@ class RerankerDataGenerator:
                     result.failures.append({"step": answer.prompt, "sample": sample, "cause": answer.failure})
                     continue
                 reason = self.query_filter.check(answer.value, passage=item.text, passage_id=item.doc_id)
+                if reason is None and normalize_text(answer.value) in example_outputs:
+                    reason = "copies_example"  # small models sometimes repeat a few-shot answer verbatim
                 if reason is not None:
                     accounting.count_filtered(reason)
                 result.records.append(

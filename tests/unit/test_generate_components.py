@@ -124,3 +124,17 @@ def test_score_judge_needs_no_chat_generator() -> None:
     data = labeler.to_dict()
     assert data["init_parameters"]["chat_generator"] is None
     assert SyntrieverRelevanceLabeler.from_dict(data).judge.startswith("embedder:")
+
+
+def test_a_repeated_few_shot_answer_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small models sometimes answer with a demonstration's output verbatim: that is not a query of the passage."""
+    monkeypatch.setenv("FAKE_OPENAI_KEY", "test-key")
+    with FakeOpenAIServer(lambda request: "Why do people become iron deficient and anemic?") as fake:
+        chat = OpenAIChatGenerator(
+            api_key=Secret.from_env_var("FAKE_OPENAI_KEY"), api_base_url=fake.url, model="fake-model", max_retries=0
+        )
+        result = SyntrieverQueryGenerator(chat_generator=chat, query_types=["question"]).run(documents=DOCS[:1])
+    assert result["queries"] == []
+    reasons = {q["rejected"] for q in result["documents"][0].meta["synthetic_queries"]}
+    assert reasons <= {"copies_example", "duplicate"}
+    assert "copies_example" in reasons

@@ -8,7 +8,7 @@ from typing import Any
 from haystack import Document, component
 
 from syntriever_haystack.generate.component_support import LLMComponentMixin, run_sync
-from syntriever_haystack.generate.filters import QueryFilter
+from syntriever_haystack.generate.filters import QueryFilter, normalize_text
 from syntriever_haystack.generate.records import stable_id
 from syntriever_haystack.generate.reranker_data import QUERY_TYPES
 
@@ -20,7 +20,8 @@ class SyntrieverQueryGenerator(LLMComponentMixin):
 
     Each output document is a copy of the input with ``meta["synthetic_queries"]``: a list of
     ``{"query", "query_type", "query_id", "rejected"}`` where ``rejected`` is ``None`` or the filter's reason
-    (``empty``, ``truncated``, ``copies_passage``, ``duplicate``, ``near_duplicate``, ``too_long``). The
+    (``empty``, ``truncated``, ``copies_passage``, ``copies_example``, ``duplicate``, ``near_duplicate``,
+    ``too_long``). The
     ``queries`` output lists only the accepted ones, with ``source_id``. Answers the model could not give in
     the expected format are retried and then reported in ``failures``; nothing is guessed.
 
@@ -109,6 +110,7 @@ class SyntrieverQueryGenerator(LLMComponentMixin):
         n = queries_per_document or self.queries_per_document
         prompt = self._templates["queries"]
         query_filter = QueryFilter()
+        example_outputs = {normalize_text(e.output) for e in prompt.examples}
         client = self.client
 
         async def one(document: Document) -> list[Any]:
@@ -134,6 +136,8 @@ class SyntrieverQueryGenerator(LLMComponentMixin):
                     failures.append({"document_id": document.id, "sample": sample, "cause": answer.failure})
                     continue
                 reason = query_filter.check(answer.value, passage=document.content, passage_id=document.id)
+                if reason is None and normalize_text(answer.value) in example_outputs:
+                    reason = "copies_example"
                 entry = {
                     "query": answer.value,
                     "query_type": query_type,
