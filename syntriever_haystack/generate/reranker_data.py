@@ -128,6 +128,8 @@ class RerankerDataGenerator:
                 reason = self.query_filter.check(answer.value, passage=item.text, passage_id=item.doc_id)
                 if reason is None and normalize_text(answer.value) in example_outputs:
                     reason = "copies_example"  # small models sometimes repeat a few-shot answer verbatim
+                    self.query_filter.counts["accepted"] -= 1
+                    self.query_filter.counts[reason] += 1
                 if reason is not None:
                     accounting.count_filtered(reason)
                 result.records.append(
