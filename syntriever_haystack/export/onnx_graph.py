@@ -105,6 +105,11 @@ def quantize_int8(raw: Path, out: Path) -> None:
 
     Measured on all-MiniLM-L6-v2 / SciFact test: nDCG@10 0.6490 vs 0.6451 fp32, 119 vs 51 docs/s.
     Quantising the embedding Gather and the activation-only MatMuls as well was no faster and less exact.
+
+    ``reduce_range`` (7-bit weights): on CPUs without VNNI (e.g. AVX2-only AMD EPYC) onnxruntime's u8 x s8
+    ``MatMulInteger`` kernel saturates its 16-bit intermediate sums; with full-range weights a small
+    cross-encoder's int8 ranking fell to Spearman 0.86 against torch there (parity gate 0.99), with 7-bit
+    weights it passes. CPUs with VNNI/AMX are unaffected either way, so the portable setting is the default.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -118,6 +123,7 @@ def quantize_int8(raw: Path, out: Path) -> None:
             str(out),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=True,
             # Only weight matrices: activation x activation products (Q.K^T, attention.V) stay fp32.
             op_types_to_quantize=["MatMul"],
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},

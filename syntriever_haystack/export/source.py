@@ -135,6 +135,14 @@ def inspect_source(path: str | Path, *, kind: str | None = None, max_length: int
                 info.pooling_config = pooling_config
                 on = [name for key, name in _POOLING_KEYS.items() if pooling_config.get(key)]
                 bad = [key for key in _UNSUPPORTED_POOLING if pooling_config.get(key)]
+                # sentence-transformers >= 5.5 writes {"pooling_mode": "mean"} (or a list) instead of the flags
+                modes = pooling_config.get("pooling_mode")
+                for mode in [modes] if isinstance(modes, str) else list(modes or []):
+                    name = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}.get(str(mode), str(mode))
+                    if name in _POOLING_KEYS.values():
+                        on.append(name)
+                    else:
+                        bad.append(f"pooling_mode={mode}")
                 if bad or len(on) != 1:
                     raise ExportError(
                         f"Pooling in '{src}' ({[*on, *bad]}) is not supported; use exactly one of "
