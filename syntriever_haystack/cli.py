@@ -197,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     from syntriever_haystack.generate.cli import register as register_generate
 
     register_generate(sub)
+    from syntriever_haystack.train.cli import register as register_train
+
+    register_train(sub)
     return parser
 
 

@@ -1,0 +1,263 @@
+"""Training inputs: generated JSONL records (or gold BEIR pairs) → typed examples, dev splits, no-duplicate batches.
+
+- :func:`load_stage1_examples` reads ``syntriever generate retriever`` output (``retriever.jsonl``);
+- :func:`gold_pair_examples` builds the gold-only baseline (one example per query × gold passage, like
+  ``MultipleNegativesRankingLoss`` training data);
+- :func:`load_preferences` reads ``syntriever generate preferences`` output (``preferences.jsonl``);
+- :func:`load_reranker_groups` reads ``syntriever generate reranker`` output (``reranker.jsonl``);
+- :func:`no_duplicate_batches` packs examples into batches in which no text appears twice, so that an in-batch
+  "negative" is never secretly the same passage as a positive.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from syntriever_haystack.data.beir import BeirDataset
+from syntriever_haystack.errors import SyntrieverError
+
+__all__ = [
+    "PositiveMode",
+    "PreferenceExample",
+    "RerankerExample",
+    "RetrieverExample",
+    "TrainingDataError",
+    "gold_pair_examples",
+    "load_preferences",
+    "load_reranker_groups",
+    "load_stage1_examples",
+    "no_duplicate_batches",
+    "split_by_query",
+]
+
+T = TypeVar("T")
+PositiveMode = Literal["all", "gold"]
+
+
+class TrainingDataError(SyntrieverError, ValueError):
+    """A training file is missing, empty or of the wrong kind; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class RetrieverExample:
+    """One stage-1 example ``(q, P(q), N(q))``.
+
+    :param query_id: Query id (dev splits and provenance are per query).
+    :param query: Query text.
+    :param positives: Positive texts (gold passage, verified ``p+``, ``q_cot``), at least one.
+    :param negatives: Negative texts (``p-``, a rejected ``p+``), possibly none.
+    :param positive_sources: Where each positive came from (``gold``, ``llm_positive``, ``cot``).
+    """
+
+    query_id: str
+    query: str
+    positives: tuple[str, ...]
+    negatives: tuple[str, ...] = ()
+    positive_sources: tuple[str, ...] = ()
+
+    def texts(self) -> list[str]:
+        """Every text of the example, query first."""
+        return [self.query, *self.positives, *self.negatives]
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One stage-2 triple ``(q, c+, c-)``: the judge preferred ``preferred`` over ``rejected`` for ``query``."""
+
+    query_id: str
+    query: str
+    preferred: str
+    rejected: str
+    judge: str | None = None
+
+    def texts(self) -> list[str]:
+        return [self.query, self.preferred, self.rejected]
+
+
+@dataclass(frozen=True)
+class RerankerExample:
+    """One LCE group source: a positive and the localised hard negatives (in first-stage rank order)."""
+
+    query_id: str
+    query: str
+    positive: str
+    negatives: tuple[str, ...]
+    query_type: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def texts(self) -> list[str]:
+        return [self.query, self.positive, *self.negatives]
+
+
+def _read_records(path: str | Path, kind: str, command: str) -> list[dict[str, Any]]:
+    file = Path(path)
+    if file.is_dir():
+        file = file / f"{kind}.jsonl"
+    if not file.is_file():
+        raise TrainingDataError(f"{file}: no such training file. Create it with `{command}` (or pass its path).")
+    records: list[dict[str, Any]] = []
+    with file.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TrainingDataError(
+                    f"{file}:{line_no}: not valid JSON ({exc.msg}). Is this a JSONL file written by `{command}`?"
+                ) from exc
+            if record.get("kind") != kind:
+                raise TrainingDataError(
+                    f"{file}:{line_no}: a {record.get('kind')!r} record where {kind!r} records were expected. "
+                    f"Pass the file written by `{command}`."
+                )
+            if isinstance(record.get("rejected"), str):  # a filtered query (its reason), not a passage
+                continue
+            records.append(record)
+    if not records:
+        raise TrainingDataError(f"{file}: no {kind} records. Run `{command}` first (or check its summary.md).")
+    return records
+
+
+def load_stage1_examples(path: str | Path, *, positive_mode: PositiveMode = "all") -> list[RetrieverExample]:
+    """Read stage-1 examples.
+
+    :param path: ``retriever.jsonl`` (or the folder holding it).
+    :param positive_mode: ``all`` (default, METHOD.md §1): gold, verified ``p+`` and ``q_cot`` are positives.
+        ``gold``: the released code's variant, only the gold passages are positives and ``p+``/``q_cot`` become
+        negatives (for comparison).
+    """
+    examples = []
+    for record in _read_records(path, "retriever", "syntriever generate retriever"):
+        positives: list[str] = []
+        sources: list[str] = []
+        negatives = [str(n["text"]) for n in record.get("negatives", []) if n.get("text")]
+        for entry in record.get("positives", []):
+            text, source = entry.get("text"), str(entry.get("source", "gold"))
+            if not text:
+                continue
+            if positive_mode == "gold" and source != "gold":
+                negatives.append(str(text))
+            else:
+                positives.append(str(text))
+                sources.append(source)
+        if not positives:
+            continue
+        examples.append(
+            RetrieverExample(
+                query_id=str(record["query_id"]),
+                query=str(record["query"]),
+                positives=tuple(positives),
+                negatives=tuple(negatives),
+                positive_sources=tuple(sources),
+            )
+        )
+    return examples
+
+
+def gold_pair_examples(dataset: BeirDataset, *, include_title: bool = True) -> list[RetrieverExample]:
+    """The gold-only baseline: one ``(query, gold passage)`` example per relevant judgment, no negatives."""
+    texts = dict(zip(dataset.doc_ids, dataset.doc_texts(include_title=include_title), strict=True))
+    examples = []
+    for query_id, query in dataset.queries.items():
+        for doc_id, grade in dataset.qrels.get(query_id, {}).items():
+            if grade > 0 and doc_id in texts:
+                examples.append(RetrieverExample(query_id, query, (texts[doc_id],), (), ("gold",)))
+    if not examples:
+        raise TrainingDataError(f"{dataset.name}/{dataset.split}: no relevant judgments to train on.")
+    return examples
+
+
+def load_preferences(path: str | Path) -> list[PreferenceExample]:
+    """Read stage-2 triples (``preferences.jsonl`` or its folder)."""
+    return [
+        PreferenceExample(
+            query_id=str(r["query_id"]),
+            query=str(r["query"]),
+            preferred=str(r["preferred"]["text"]),
+            rejected=str(r["rejected"]["text"]),
+            judge=r.get("judge"),
+        )
+        for r in _read_records(path, "preference", "syntriever generate preferences")
+    ]
+
+
+def load_reranker_groups(path: str | Path) -> list[RerankerExample]:
+    """Read LCE groups (``reranker.jsonl`` or its folder). Negatives keep their first-stage rank order."""
+    examples = []
+    for r in _read_records(path, "reranker", "syntriever generate reranker"):
+        negatives = sorted(r.get("negatives", []), key=lambda n: n.get("rank", 0))
+        texts = tuple(str(n["text"]) for n in negatives if n.get("text"))
+        if not texts:
+            continue
+        examples.append(
+            RerankerExample(
+                query_id=str(r["query_id"]),
+                query=str(r["query"]),
+                positive=str(r["positive"]["text"]),
+                negatives=texts,
+                query_type=r.get("query_type"),
+                extra={"source_doc_id": r.get("source_doc_id")},
+            )
+        )
+    return examples
+
+
+def split_by_query(
+    examples: Sequence[T], query_id: Callable[[T], str], *, dev_fraction: float, seed: int
+) -> tuple[list[T], list[T]]:
+    """Hold out a fraction of the *queries* (never part of a query's examples) as a dev split."""
+    if not 0.0 <= dev_fraction < 1.0:
+        raise TrainingDataError(f"dev fraction must be in [0, 1), got {dev_fraction}.")
+    ids = sorted({query_id(e) for e in examples})
+    random.Random(seed).shuffle(ids)
+    dev_ids = set(ids[: round(len(ids) * dev_fraction)])
+    train = [e for e in examples if query_id(e) not in dev_ids]
+    dev = [e for e in examples if query_id(e) in dev_ids]
+    return train, dev
+
+
+def no_duplicate_batches(
+    examples: Sequence[T],
+    batch_size: int,
+    *,
+    texts: Callable[[T], Iterable[str]],
+    seed: int,
+    drop_last: bool = False,
+) -> list[list[int]]:
+    """Shuffle and pack example indices into batches in which no text (query or passage) appears twice.
+
+    Like sentence-transformers' ``NoDuplicatesBatchSampler``: an example whose texts clash with the batch being
+    filled waits for the next batch. Deterministic for a given ``seed`` (use ``seed + epoch`` per epoch), so a
+    resumed run sees exactly the batches it would have seen.
+
+    :returns: Batches of indices into ``examples``; every index appears exactly once (unless ``drop_last``).
+    """
+    if batch_size < 1:
+        raise TrainingDataError(f"batch size must be >= 1, got {batch_size}.")
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    text_sets = [set(texts(examples[i])) for i in range(len(examples))]
+    batches: list[list[int]] = []
+    remaining = order
+    while remaining:
+        batch: list[int] = []
+        seen: set[str] = set()
+        waiting: list[int] = []
+        for index in remaining:
+            own = text_sets[index]
+            if len(batch) < batch_size and not (own & seen):
+                batch.append(index)
+                seen |= own
+            else:
+                waiting.append(index)
+        batches.append(batch)
+        remaining = waiting
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
