@@ -318,6 +318,10 @@ class SystemRunner:
         self.query_ids = list(dataset.queries)
         self.query_texts = [dataset.queries[q] for q in self.query_ids]
         self._runs: dict[str, tuple[Run, list[StageTiming]]] = {}
+        # Reranker scores per (query, document), shared by every system that reranks with the same model: the
+        # top-100 lists of several first stages overlap heavily, and a pair is scored once.
+        self._pair_scores: dict[str, dict[tuple[str, str], float]] = {}
+        self._rankers: dict[str, Any] = {}
 
     # public ----------------------------------------------------------------
     def run(self, system: SystemSpec) -> tuple[Run, list[StageTiming]]:
@@ -558,15 +562,20 @@ class SystemRunner:
 
         options = stage.options
         top_k = int(options.get("top_k", 100))
-        ranker = SyntrieverRanker(
-            model=stage.target,
-            precision=options.get("precision", "fp32"),  # type: ignore[arg-type]
-            file_name=options.get("file_name"),
-            max_length=int(options["max_length"]) if "max_length" in options else None,
-            batch_size=int(options.get("batch_size", 32)),
-            top_k=top_k,
-        )
-        ranker.warm_up()
+        model_key = str(StageSpec(stage.kind, stage.target, tuple(p for p in stage.params if p[0] != "top_k")))
+        if model_key not in self._rankers:
+            ranker = SyntrieverRanker(
+                model=stage.target,
+                precision=options.get("precision", "fp32"),  # type: ignore[arg-type]
+                file_name=options.get("file_name"),
+                max_length=int(options["max_length"]) if "max_length" in options else None,
+                batch_size=int(options.get("batch_size", 32)),
+                top_k=top_k,
+            )
+            ranker.warm_up()
+            self._rankers[model_key] = ranker
+        ranker = self._rankers[model_key]
+        known = self._pair_scores.setdefault(model_key, {})
         run: Run = {}
         for query_id, query in self._progress(list(zip(self.query_ids, self.query_texts, strict=True)), "Reranking"):
             ranked = rank_documents(previous.get(query_id, {}))
@@ -574,9 +583,12 @@ class SystemRunner:
             if not head:
                 run[query_id] = {}
                 continue
-            docs = [Document(id=d, content=self.text_of[d]) for d, _ in head]
-            out = ranker.run(query=query, documents=docs, top_k=len(docs), scale_score=False)["documents"]
-            scores = {d.id: float(d.score if d.score is not None else 0.0) for d in out}
+            todo = [Document(id=d, content=self.text_of[d]) for d, _ in head if (query_id, d) not in known]
+            if todo:
+                out = ranker.run(query=query, documents=todo, top_k=len(todo), scale_score=False)["documents"]
+                for d in out:
+                    known[(query_id, d.id)] = float(d.score if d.score is not None else 0.0)
+            scores = {d: known[(query_id, d)] for d, _ in head}
             # Documents below the reranking depth keep their first-stage order, below every reranked one.
             floor = min(scores.values()) - 1.0
             for i, (doc_id, _) in enumerate(tail):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -314,3 +315,34 @@ def test_depth_below_a_cutoff_is_refused(tiny_dataset: Path) -> None:
 
     with pytest.raises(SyntrieverError, match="--depth 10 is below the largest metric cut-off"):
         evaluate_systems(load_beir(tiny_dataset), ["bm25"], depth=10, progress=False)
+
+
+def test_reranker_scores_each_pair_once_across_systems(
+    tiny_dataset: Path, exported_bi_encoder: Path, exported_cross_encoder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two first stages reranked by one model: a (query, document) pair in both top lists is scored once."""
+    from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
+
+    scored: list[tuple[str, str]] = []
+    original = SyntrieverRanker.run
+
+    def counting_run(self: SyntrieverRanker, query: str, documents: list[Any], **kwargs: Any) -> dict[str, Any]:
+        scored.extend((query, d.id) for d in documents)
+        return original(self, query=query, documents=documents, **kwargs)
+
+    monkeypatch.setattr(SyntrieverRanker, "run", counting_run)
+    dataset = load_beir(tiny_dataset, "test")
+    ce = exported_cross_encoder
+    systems = [
+        "bm25",
+        f"dense:{exported_bi_encoder}",
+        f"bm25+rerank:{ce}?top_k=4",
+        f"dense:{exported_bi_encoder}+rerank:{ce}?top_k=4",
+    ]
+    report = evaluate_systems(dataset, systems, progress=False)
+    assert len(scored) == len(set(scored))  # no pair twice
+    bm25_run = report.system("bm25").run
+    bm25_pairs = {(q, d) for q, docs in bm25_run.items() for d in sorted(docs, key=lambda d: -docs[d])[:4]}
+    dense_run = report.system(f"dense:{exported_bi_encoder}").run
+    dense_pairs = {(q, d) for q, docs in dense_run.items() for d in sorted(docs, key=lambda d: -docs[d])[:4]}
+    assert len(scored) == len(bm25_pairs | dense_pairs) < len(bm25_pairs) + len(dense_pairs)
