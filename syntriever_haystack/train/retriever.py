@@ -144,7 +144,8 @@ class _SentenceEncoder:
 
     def __call__(self, texts: list[str], is_query: bool) -> Tensor:
         self.model[0].max_seq_length = self.lengths[0 if is_query else 1]
-        features = self.model.tokenize(texts)
+        preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize  # tokenize: before ST 5.5
+        features = preprocess(texts)
         device = next(self.model.parameters()).device
         features = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in features.items()}
         return self.model(features)["sentence_embedding"]

@@ -397,3 +397,78 @@ def test_train_cli_gold_only(corpus: dict[str, Any], tmp_path: Path, capsys: pyt
     assert "saved" in out
     assert main(["train", "retriever", "--stage", "2", "--out", str(tmp_path / "x")]) == 1
     assert "needs --data" in capsys.readouterr().err
+
+
+def _distributed_worker(rank: int, world: int, port: int, base: str, data: str, out: str) -> None:
+    import os
+
+    os.environ.update(
+        {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": str(world)}
+    )
+    torch.set_num_threads(1)
+    from syntriever_haystack.train import losses
+
+    seen: list[list[int]] = []
+    forward = losses.MultiPositiveContrastiveLoss.forward
+
+    def recording(self: Any, queries: Any, candidates: Any, positive_mask: Any, candidate_mask: Any = None) -> Any:
+        seen.append([int(queries.shape[0]), int(candidates.shape[0]), int(positive_mask.sum())])
+        return forward(self, queries, candidates, positive_mask, candidate_mask)
+
+    losses.MultiPositiveContrastiveLoss.forward = recording  # type: ignore[method-assign]
+    from syntriever_haystack.train.loop import TrainingLoop
+
+    models: list[Any] = []
+    run = TrainingLoop.run
+
+    def run_and_keep(self: TrainingLoop) -> dict[str, Any]:
+        models.append(self.task.model)
+        return run(self)
+
+    TrainingLoop.run = run_and_keep  # type: ignore[method-assign]
+    train_retriever(
+        RetrieverTrainingConfig(
+            stage=1,
+            base=base,
+            data=data,
+            output=out,
+            batch_size=4,
+            mini_batch_size=None,
+            gather_across_devices=True,
+            settings=_settings(epochs=1, max_steps=2),
+        )
+    )
+    trained = sum(float(p.detach().double().sum()) for p in models[0].parameters())
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"seen": seen, "trained": trained}))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.loopback
+def test_two_process_training_gathers_candidates_and_keeps_replicas_equal(
+    corpus: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchrun's environment on CPU (gloo): 2 processes, candidates gathered across them, one saved model."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    mp.spawn(
+        _distributed_worker,
+        args=(2, port, str(corpus["bi"]), str(corpus["stage1"]), str(out)),
+        nprocs=2,
+        join=True,
+    )
+    history = json.loads((out / "history.json").read_text())
+    assert [s["step"] for s in history["steps"]] == [1, 2]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank in ranks:
+        for queries, candidates, positives in rank["seen"]:
+            # every query's positives (3 each) and negative of *both* processes are in the denominator
+            assert positives == 3 * queries
+            assert candidates == 2 * 4 * queries
+    assert ranks[0]["trained"] == pytest.approx(ranks[1]["trained"], rel=1e-9)  # replicas stayed identical
+    assert (out / "model.safetensors").is_file()
