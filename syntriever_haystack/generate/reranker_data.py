@@ -14,6 +14,7 @@ Three resumable phases, each writing a JSONL file in the output folder:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,15 @@ QUERY_TYPES = ("question", "keywords", "claim")
 class PassageItem:
     doc_id: str
     text: str
+
+
+def query_types_for(doc_id: str, query_types: Sequence[str], n: int) -> list[str]:
+    """The types of a passage's ``n`` queries: cycled, starting at a per-passage offset when ``n`` is not a
+    multiple of the number of types (so with 2 queries and 3 types every type still occurs across passages)."""
+    offset = 0
+    if n % len(query_types):
+        offset = int(hashlib.sha256(doc_id.encode()).hexdigest()[:8], 16) % len(query_types)
+    return [query_types[(offset + i) % len(query_types)] for i in range(n)]
 
 
 @dataclass(frozen=True)
@@ -113,7 +123,7 @@ class RerankerDataGenerator:
         example_outputs = {normalize_text(e.output) for e in prompt.examples}
 
         async def one(item: PassageItem) -> ItemResult:
-            types = [self.query_types[i % len(self.query_types)] for i in range(self.queries_per_passage)]
+            types = query_types_for(item.doc_id, self.query_types, self.queries_per_passage)
             answers = await gather_answers(
                 *(
                     self.client.ask(prompt, {"passage": item.text, "query_type": t}, sample=i)

@@ -629,3 +629,17 @@ def test_exporters_on_generated_retriever_records(
         assert len(line["pos"]) == 3
         assert len(line["neg"]) == 1
         assert line["query"] in QUERIES.values()
+
+
+def test_query_types_cover_every_type_when_n_is_not_a_multiple() -> None:
+    from collections import Counter
+
+    from syntriever_haystack.generate.reranker_data import query_types_for
+
+    types = ["question", "keywords", "claim"]
+    assert query_types_for("any", types, 3) == types  # a multiple: plain cycle, unchanged
+    assert query_types_for("any", types, 6) == types * 2
+    seen = Counter(t for i in range(60) for t in query_types_for(f"doc{i}", types, 2))
+    assert set(seen) == set(types)
+    assert min(seen.values()) > 20  # roughly balanced across passages
+    assert query_types_for("doc7", types, 2) == query_types_for("doc7", types, 2)  # stable per passage
