@@ -356,6 +356,7 @@ def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
         "judges": sorted({str(getattr(e, "judge", None)) for e in train if getattr(e, "judge", None)}),
     }
     if is_main_process():
+        model[0].max_seq_length = config.passage_max_length  # the encoder switched lengths per call; save the passage one
         model.save(str(output))
         (output / "train_config.json").write_text(json.dumps(asdict(config), indent=1, default=str))
         (output / "train_summary.json").write_text(json.dumps(summary, indent=1))

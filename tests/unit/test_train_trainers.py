@@ -224,6 +224,8 @@ def test_stage1_run_writes_model_card_curve_and_exports(corpus: dict[str, Any], 
             output=str(out),
             batch_size=8,
             mini_batch_size=8,
+            query_max_length=16,
+            passage_max_length=48,
             dev_fraction=0.25,
             settings=_settings(),
         )
@@ -242,7 +244,9 @@ def test_stage1_run_writes_model_card_curve_and_exports(corpus: dict[str, Any], 
     assert (out / "training_curve.png").stat().st_size > 1000
     from sentence_transformers import SentenceTransformer
 
-    assert SentenceTransformer(str(out), device="cpu").encode(["iron"]).shape == (1, 32)
+    trained = SentenceTransformer(str(out), device="cpu")
+    assert trained.encode(["iron"]).shape == (1, 32)
+    assert trained.max_seq_length == 48  # the passage length, not the query length used last in training
     from syntriever_haystack.export import export_model
 
     exported = export_model(out, tmp_path / "stage1-onnx", int8=False)
