@@ -52,6 +52,7 @@ class RetrieverExample:
     :param positives: Positive texts (gold passage, verified ``p+``, ``q_cot``), at least one.
     :param negatives: Negative texts (``p-``, a rejected ``p+``), possibly none.
     :param positive_sources: Where each positive came from (``gold``, ``llm_positive``, ``cot``).
+    :param judges: The judges behind the example's verified labels (provenance for the model card).
     """
 
     query_id: str
@@ -59,6 +60,7 @@ class RetrieverExample:
     positives: tuple[str, ...]
     negatives: tuple[str, ...] = ()
     positive_sources: tuple[str, ...] = ()
+    judges: tuple[str, ...] = ()
 
     def texts(self) -> list[str]:
         """Every text of the example, query first."""
@@ -148,6 +150,7 @@ def load_stage1_examples(path: str | Path, *, positive_mode: PositiveMode = "all
                 sources.append(source)
         if not positives:
             continue
+        entries = [*record.get("positives", []), *record.get("negatives", [])]
         examples.append(
             RetrieverExample(
                 query_id=str(record["query_id"]),
@@ -155,6 +158,7 @@ def load_stage1_examples(path: str | Path, *, positive_mode: PositiveMode = "all
                 positives=tuple(positives),
                 negatives=tuple(negatives),
                 positive_sources=tuple(sources),
+                judges=tuple(sorted({str(e["judge"]) for e in entries if e.get("judge")})),
             )
         )
     return examples

@@ -353,10 +353,13 @@ def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
         "seconds": round(float(history["seconds"]), 1),
         "evals": history["evals"],
         "source": source,
-        "judges": sorted({str(getattr(e, "judge", None)) for e in train if getattr(e, "judge", None)}),
+        "judges": sorted(
+            {str(e.judge) for e in train if getattr(e, "judge", None)}
+            | {j for e in train for j in getattr(e, "judges", ())}
+        ),
     }
     if is_main_process():
-        model[0].max_seq_length = config.passage_max_length  # the encoder switched lengths per call; save the passage one
+        model[0].max_seq_length = config.passage_max_length  # not the query length the encoder switched to last
         model.save(str(output))
         (output / "train_config.json").write_text(json.dumps(asdict(config), indent=1, default=str))
         (output / "train_summary.json").write_text(json.dumps(summary, indent=1))

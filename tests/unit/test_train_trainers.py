@@ -232,6 +232,7 @@ def test_stage1_run_writes_model_card_curve_and_exports(corpus: dict[str, Any], 
     )
     assert summary["train_examples"] == 24
     assert summary["dev_queries"] == 8
+    assert summary["judges"] == ["embedder:x"]
     history = json.loads((out / "history.json").read_text())
     assert [e["step"] for e in history["evals"]] == [0, 3, 6]  # start + two epoch ends
     assert all("dev_nDCG@10" in e for e in history["evals"])
