@@ -30,7 +30,7 @@ import torch
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.train.distributed import all_reduce_gradients, is_main_process, rank_world
 
-__all__ = ["LoopSettings", "TrainingError", "TrainingLoop", "TrainingTask"]
+__all__ = ["LoopSettings", "TrainingError", "TrainingLoop", "TrainingTask", "run_fingerprint"]
 
 
 class TrainingError(SyntrieverError, RuntimeError):
@@ -71,6 +71,22 @@ class LoopSettings:
     progress: bool = True
     max_steps: int | None = None  # stop early (tests, smoke runs); the schedule still spans the full run
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_fingerprint(config: Any, examples: Sequence[Any]) -> str:
+    """Identity of a run: its configuration (minus output folder, overwrite, progress and max_steps, which may
+    change between a run and its resumption) and its training examples (dataclasses)."""
+    import dataclasses
+    import hashlib
+
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in {"overwrite", "output", "settings"}}
+    fields["loop"] = {
+        k: v for k, v in dataclasses.asdict(config.settings).items() if k not in {"progress", "max_steps"}
+    }
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode())
+    for example in examples:
+        digest.update(json.dumps(dataclasses.asdict(example), sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def _autocast(enabled: bool) -> Any:

@@ -19,7 +19,6 @@ The output is a ``transformers`` sequence-classification folder (``num_labels=1`
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ import torch
 from syntriever_haystack.train.data import RerankerExample, TrainingDataError, load_reranker_groups, split_by_query
 from syntriever_haystack.train.dev_eval import GroupDevSet
 from syntriever_haystack.train.distributed import init_from_environment, is_main_process
-from syntriever_haystack.train.loop import LoopSettings, TrainingLoop, bf16_supported
+from syntriever_haystack.train.loop import LoopSettings, TrainingLoop, bf16_supported, run_fingerprint
 from syntriever_haystack.train.losses import LCELoss, lce_group_logits
 
 __all__ = ["RerankerTrainingConfig", "sample_group", "train_reranker"]
@@ -176,15 +175,10 @@ def train_reranker(config: RerankerTrainingConfig) -> dict[str, Any]:
     if torch.cuda.is_available():
         model = model.cuda()
     task = _RerankerTask(config, model, tokenizer, train, dev)
-    digest = hashlib.sha256(
-        json.dumps(
-            {k: v for k, v in asdict(config).items() if k not in {"overwrite", "output"}}, sort_keys=True, default=str
-        ).encode()
-    )
-    for example in train:
-        digest.update(json.dumps([example.query, example.positive, list(example.negatives)]).encode())
     output = Path(config.output)
-    loop = TrainingLoop(task, config.settings, output, fingerprint=digest.hexdigest()[:16], overwrite=config.overwrite)
+    loop = TrainingLoop(
+        task, config.settings, output, fingerprint=run_fingerprint(config, train), overwrite=config.overwrite
+    )
     history = loop.run()
     summary: dict[str, Any] = {
         "output": str(output),

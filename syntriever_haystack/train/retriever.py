@@ -20,7 +20,6 @@ The output is a sentence-transformers model folder (with a model card, ``history
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,7 +44,7 @@ from syntriever_haystack.train.data import (
 from syntriever_haystack.train.dev_eval import RetrievalDevSet
 from syntriever_haystack.train.distributed import gather_with_grad, init_from_environment, is_main_process, rank_world
 from syntriever_haystack.train.grad_cache import cached_backward
-from syntriever_haystack.train.loop import LoopSettings, TrainingError, TrainingLoop, bf16_supported
+from syntriever_haystack.train.loop import LoopSettings, TrainingError, TrainingLoop, bf16_supported, run_fingerprint
 from syntriever_haystack.train.losses import (
     BradleyTerryLoss,
     MultiPositiveContrastiveLoss,
@@ -277,16 +276,6 @@ class _RetrieverTask:
         return self.dev.evaluate(self.encoder.numpy)
 
 
-def _fingerprint(config: RetrieverTrainingConfig, examples: Sequence[Any]) -> str:
-    digest = hashlib.sha256()
-    settings = {k: v for k, v in asdict(config).items() if k not in {"overwrite", "settings", "output"}}
-    settings["loop"] = {k: v for k, v in asdict(config.settings).items() if k not in {"progress", "max_steps"}}
-    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for example in examples:
-        digest.update(json.dumps(asdict(example), sort_keys=True).encode())
-    return digest.hexdigest()[:16]
-
-
 def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
     """Train (or resume) a retriever run and save the model, card and curve into ``config.output``.
 
@@ -339,7 +328,7 @@ def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
     model = SentenceTransformer(resolve_model(config.base), device="cuda" if torch.cuda.is_available() else "cpu")
     task = _RetrieverTask(config, model, train, dev)
     output = Path(config.output)
-    fingerprint = _fingerprint(config, train)
+    fingerprint = run_fingerprint(config, train)
     loop = TrainingLoop(task, config.settings, output, fingerprint=fingerprint, overwrite=config.overwrite)
     history = loop.run()
     summary: dict[str, Any] = {

@@ -477,3 +477,23 @@ def test_two_process_training_gathers_candidates_and_keeps_replicas_equal(
             assert candidates == 2 * 4 * queries
     assert ranks[0]["trained"] == pytest.approx(ranks[1]["trained"], rel=1e-9)  # replicas stayed identical
     assert (out / "model.safetensors").is_file()
+
+
+def test_reranker_run_resumes_after_an_early_stop(corpus: dict[str, Any], tmp_path: Path) -> None:
+    def config(**kw: Any) -> RerankerTrainingConfig:
+        return RerankerTrainingConfig(
+            data=str(corpus["groups"]),
+            base=str(corpus["bi"]),
+            output=str(tmp_path / "rr"),
+            group_size=4,
+            batch_size=4,
+            max_length=32,
+            dev_fraction=0.0,
+            settings=_settings(epochs=1, **kw),
+        )
+
+    train_reranker(config(max_steps=2))
+    summary = train_reranker(config())  # max_steps and progress are not part of the run's identity
+    history = json.loads((tmp_path / "rr" / "history.json").read_text())
+    assert history["resumed_from"] == [2]
+    assert summary["steps"] == 6
