@@ -444,6 +444,7 @@ def _distributed_worker(rank: int, world: int, port: int, base: str, data: str, 
         )
     )
     trained = sum(float(p.detach().double().sum()) for p in models[0].parameters())
+    Path(out).mkdir(parents=True, exist_ok=True)  # rank 1 may finish before rank 0 has written anything
     Path(out, f"rank{rank}.json").write_text(json.dumps({"seen": seen, "trained": trained}))
     torch.distributed.destroy_process_group()
 
