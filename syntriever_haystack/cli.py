@@ -25,8 +25,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    from syntriever_haystack.models import resolve_model
+
     result = export_model(
-        args.source,
+        resolve_model(args.source),  # e.g. all-MiniLM-L6-v2 → the offline package's folder
         args.output,
         kind=args.kind,
         max_length=args.max_length,

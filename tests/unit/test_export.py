@@ -204,3 +204,20 @@ def test_cli_embed_and_rerank(
     assert scores == sorted(scores, reverse=True)
     assert main(["embed", str(exported_cross_encoder), "x"]) == 1  # wrong kind: clear error, exit 1
     assert "SyntrieverRanker" in capsys.readouterr().err
+
+
+def test_cli_export_resolves_offline_model_names(
+    tiny_bi_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`syntriever export all-MiniLM-L6-v2 OUT` takes the offline package's folder, like every other command."""
+    import sys
+    import types
+
+    from syntriever_haystack import models
+
+    fake = types.ModuleType("fake_offline_model")
+    fake.get_model_path = lambda: str(tiny_bi_encoder)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_offline_model", fake)
+    monkeypatch.setitem(models._OFFLINE_PACKAGES, "tiny-offline-model", ("fake_offline_model", "get_model_path"))
+    assert main(["export", "tiny-offline-model", str(tmp_path / "m"), "--max-length", "32", "--no-int8"]) == 0
+    assert (tmp_path / "m" / "onnx" / "model.onnx").is_file()
