@@ -113,6 +113,8 @@ def _read_records(path: str | Path, kind: str, command: str) -> list[dict[str, A
                 raise TrainingDataError(
                     f"{file}:{line_no}: not valid JSON ({exc.msg}). Is this a JSONL file written by `{command}`?"
                 ) from exc
+            if not isinstance(record, dict):
+                raise TrainingDataError(f"{file}:{line_no}: expected a JSON object, got {type(record).__name__}.")
             if record.get("kind") != kind:
                 raise TrainingDataError(
                     f"{file}:{line_no}: a {record.get('kind')!r} record where {kind!r} records were expected. "

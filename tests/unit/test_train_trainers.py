@@ -152,6 +152,9 @@ def test_loading_errors_name_the_file_and_the_fix(tmp_path: Path, corpus: dict[s
     bad.write_text("{not json\n")
     with pytest.raises(TrainingDataError, match=r"bad\.jsonl:1"):
         load_preferences(bad)
+    bad.write_text("[1, 2]\n")
+    with pytest.raises(TrainingDataError, match="expected a JSON object"):
+        load_preferences(bad)
 
 
 def test_sample_group_without_then_with_replacement() -> None:
