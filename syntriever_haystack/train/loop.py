@@ -171,6 +171,13 @@ class TrainingLoop:
         found = [p for p in self.checkpoint_dir.glob("step-*") if (p / "state.pt").is_file()]
         return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
+    def _remove_partial_checkpoints(self) -> None:
+        """Delete half-written checkpoint folders left by a process killed while saving."""
+        if not is_main_process() or not self.checkpoint_dir.is_dir():
+            return
+        for partial in self.checkpoint_dir.glob(".tmp-*"):
+            shutil.rmtree(partial, ignore_errors=True)
+
     def _save_checkpoint(self, state: dict[str, Any]) -> Path | None:
         if not is_main_process():
             return None
@@ -208,6 +215,7 @@ class TrainingLoop:
         step, epoch, batch_index = 0, 0, 0
         if self.overwrite and self.checkpoint_dir.exists():
             shutil.rmtree(self.checkpoint_dir)
+        self._remove_partial_checkpoints()
         checkpoints = self._checkpoints()
         if checkpoints:
             state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)

@@ -274,7 +274,12 @@ def test_killed_run_resumes_to_the_same_weights(corpus: dict[str, Any], tmp_path
     train_retriever(config(tmp_path / "straight"))
     train_retriever(config(tmp_path / "resumed", max_steps=3))
     assert (tmp_path / "resumed" / "checkpoints" / "step-0000003" / "state.pt").is_file()
+    # A process killed while saving step 4 leaves a half-written folder: it is ignored and cleaned up.
+    partial = tmp_path / "resumed" / "checkpoints" / ".tmp-0000004-99999"
+    partial.mkdir()
+    (partial / "state.pt").write_bytes(b"truncated")
     train_retriever(config(tmp_path / "resumed"))
+    assert not partial.exists()
     history = json.loads((tmp_path / "resumed" / "history.json").read_text())
     assert history["resumed_from"] == [3]
     from safetensors.torch import load_file
