@@ -181,3 +181,6 @@ def subprocess_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+from tests.integration.opensearch_service import opensearch_url  # noqa: E402,F401  (session fixture)
