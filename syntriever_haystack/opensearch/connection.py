@@ -76,7 +76,7 @@ class OpenSearchConnection:
         user, password = self.username.resolve_value(), self.password.resolve_value()
         if user and password is None:
             raise SyntrieverError("OPENSEARCH_USERNAME is set but OPENSEARCH_PASSWORD is not: set both, or neither.")
-        return (user, password) if user else None
+        return (str(user), str(password)) if user else None
 
     def client(self) -> OpenSearch:
         """An ``opensearchpy.OpenSearch`` client."""
