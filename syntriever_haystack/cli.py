@@ -202,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
     from syntriever_haystack.train.cli import register as register_train
 
     register_train(sub)
+    # Serving-side commands (index / search / ML Commons) and the end-to-end flow (run / quickstart).
+    import importlib
+
+    for module in (
+        "syntriever_haystack.opensearch.cli",
+        "syntriever_haystack.opensearch.ml_cli",
+        "syntriever_haystack.flow.cli",
+    ):
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a missing dependency inside an existing module is a real error
+                raise
     return parser
 
 
