@@ -213,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(module).register(sub)
         except ModuleNotFoundError as exc:
-            if exc.name != module:  # a missing dependency inside an existing module is a real error
+            if exc.name is None or not module.startswith(exc.name):  # a missing dependency inside is a real error
                 raise
     return parser
 
