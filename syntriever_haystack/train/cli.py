@@ -107,6 +107,11 @@ def _cmd_reranker(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_length=args.max_length,
         dev_fraction=args.dev_fraction,
+        add_gold_groups=args.add_gold_groups,
+        dataset=args.dataset,
+        split=args.split,
+        gold_negatives=args.gold_negatives,
+        gold_candidates=args.gold_candidates,
         settings=_settings(args),
         overwrite=args.overwrite,
     )
@@ -143,7 +148,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     retriever.set_defaults(func=_cmd_retriever)
 
     reranker = kinds.add_parser("reranker", help="cross-encoder with the LCE loss on synthetic groups")
-    reranker.add_argument("--data", required=True, help="reranker.jsonl from `syntriever generate reranker`")
+    reranker.add_argument("--data", default="", help="reranker.jsonl from `syntriever generate reranker`")
+    reranker.add_argument(
+        "--add-gold-groups", action="store_true", help="also train on gold judgments of --dataset + hard negatives"
+    )
+    reranker.add_argument("--dataset", default=None, help="BEIR folder for --add-gold-groups")
+    reranker.add_argument("--split", default="train", help="its training split (default train)")
+    reranker.add_argument("--gold-negatives", default="bm25", help="first-stage SPEC for the gold groups' negatives")
+    reranker.add_argument("--gold-candidates", type=int, default=30, help="negatives come from this top N (30)")
     reranker.add_argument("--base", default="all-MiniLM-L6-v2", help="encoder or cross-encoder to start from")
     reranker.add_argument("--group-size", type=int, default=8, help="1 positive + G-1 negatives (default 8)")
     reranker.add_argument("--negatives-depth", type=int, default=None, help="sample negatives in the top N only")

@@ -5,6 +5,7 @@
   ``MultipleNegativesRankingLoss`` training data);
 - :func:`load_preferences` reads ``syntriever generate preferences`` output (``preferences.jsonl``);
 - :func:`load_reranker_groups` reads ``syntriever generate reranker`` output (``reranker.jsonl``);
+- :func:`gold_reranker_examples` builds LCE groups from gold judgments + first-stage hard negatives;
 - :func:`no_duplicate_batches` packs examples into batches in which no text appears twice, so that an in-batch
   "negative" is never secretly the same passage as a positive.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "RetrieverExample",
     "TrainingDataError",
     "gold_pair_examples",
+    "gold_reranker_examples",
     "load_preferences",
     "load_reranker_groups",
     "load_stage1_examples",
@@ -176,6 +178,37 @@ def gold_pair_examples(dataset: BeirDataset, *, include_title: bool = True) -> l
                 examples.append(RetrieverExample(query_id, query, (texts[doc_id],), (), ("gold",)))
     if not examples:
         raise TrainingDataError(f"{dataset.name}/{dataset.split}: no relevant judgments to train on.")
+    return examples
+
+
+def gold_reranker_examples(
+    dataset: BeirDataset,
+    candidates: dict[str, list[tuple[str, float]]],
+    *,
+    include_title: bool = True,
+) -> list[RerankerExample]:
+    """LCE groups from gold judgments: one group per ``(query, relevant passage)``, negatives = the first stage's
+    ranked candidates that are not judged relevant (in rank order), so they are *localised* hard negatives.
+
+    :param dataset: BEIR split with queries and qrels.
+    :param candidates: Query id → ``[(doc id, score)]`` best first (e.g. BM25's top 30).
+    :param include_title: Passage text as ``title + text`` (BEIR convention).
+    """
+    texts = dict(zip(dataset.doc_ids, dataset.doc_texts(include_title=include_title), strict=True))
+    examples = []
+    for query_id, query in dataset.queries.items():
+        relevant = {d for d, grade in dataset.qrels.get(query_id, {}).items() if grade > 0 and d in texts}
+        negatives = tuple(texts[d] for d, _ in candidates.get(query_id, []) if d not in relevant and d in texts)
+        if not negatives:
+            continue
+        for doc_id in sorted(relevant):
+            examples.append(
+                RerankerExample(query_id, query, texts[doc_id], negatives, "gold", {"source_doc_id": doc_id})
+            )
+    if not examples:
+        raise TrainingDataError(
+            f"{dataset.name}/{dataset.split}: no query has both a relevant judgment and a non-relevant candidate."
+        )
     return examples
 
 

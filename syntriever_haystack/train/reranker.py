@@ -28,7 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from syntriever_haystack.train.data import RerankerExample, TrainingDataError, load_reranker_groups, split_by_query
+from syntriever_haystack.train.data import (
+    RerankerExample,
+    TrainingDataError,
+    gold_reranker_examples,
+    load_reranker_groups,
+    split_by_query,
+)
 from syntriever_haystack.train.dev_eval import GroupDevSet
 from syntriever_haystack.train.distributed import init_from_environment, is_main_process
 from syntriever_haystack.train.loop import LoopSettings, TrainingLoop, bf16_supported, run_fingerprint
@@ -41,7 +47,8 @@ __all__ = ["RerankerTrainingConfig", "sample_group", "train_reranker"]
 class RerankerTrainingConfig:
     """Everything one reranker training run depends on (saved as ``train_config.json``).
 
-    :param data: ``reranker.jsonl`` from ``syntriever generate reranker`` (or its folder).
+    :param data: ``reranker.jsonl`` from ``syntriever generate reranker`` (or its folder); may be empty with
+        ``add_gold_groups``.
     :param base: Starting model: an encoder (a fresh 1-logit head is added) or a cross-encoder folder.
     :param output: Output folder.
     :param group_size: ``G``: 1 positive + ``G-1`` negatives per group (default 8).
@@ -49,6 +56,12 @@ class RerankerTrainingConfig:
     :param batch_size: Groups per optimizer step (before gradient accumulation).
     :param max_length: Tokens of ``query + passage``.
     :param dev_fraction: Fraction of the queries held out for the dev metric (group MRR).
+    :param add_gold_groups: Also train on groups built from the gold judgments of ``dataset``/``split`` with
+        hard negatives from ``gold_negatives`` (for corpora that come with training queries, like SciFact).
+    :param dataset: BEIR folder for ``add_gold_groups``.
+    :param split: Its training split.
+    :param gold_negatives: First-stage SPEC whose top ``gold_candidates`` give the gold groups' negatives.
+    :param gold_candidates: How many first-stage results to take the negatives from.
     :param settings: Optimisation and checkpoint settings.
     :param overwrite: Start over instead of resuming from checkpoints in ``output``.
     """
@@ -61,6 +74,11 @@ class RerankerTrainingConfig:
     batch_size: int = 8
     max_length: int = 256
     dev_fraction: float = 0.1
+    add_gold_groups: bool = False
+    dataset: str | None = None
+    split: str = "train"
+    gold_negatives: str = "bm25"
+    gold_candidates: int = 30
     settings: LoopSettings = field(default_factory=lambda: LoopSettings(learning_rate=3e-5, epochs=1.0))
     overwrite: bool = False
 
@@ -151,6 +169,17 @@ def _load_cross_encoder(base: str) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(source)
 
 
+def _gold_groups(config: RerankerTrainingConfig) -> list[RerankerExample]:
+    from syntriever_haystack.data import load_beir
+    from syntriever_haystack.generate.candidates import SpecRetriever
+
+    assert config.dataset is not None
+    dataset = load_beir(config.dataset, config.split)
+    queries = {q: t for q, t in dataset.queries.items() if q in dataset.qrels}
+    retriever = SpecRetriever(config.gold_negatives, dataset.corpus, progress=config.settings.progress)
+    return gold_reranker_examples(dataset, retriever.retrieve(queries, config.gold_candidates))
+
+
 def train_reranker(config: RerankerTrainingConfig) -> dict[str, Any]:
     """Train (or resume) an LCE reranker run; save model, tokenizer, card and curve into ``config.output``."""
     if config.group_size < 2:
@@ -162,7 +191,23 @@ def train_reranker(config: RerankerTrainingConfig) -> dict[str, Any]:
 
     if config.settings.bf16 and not bf16_supported():
         config.settings.bf16 = False
-    examples = load_reranker_groups(config.data)
+    examples = load_reranker_groups(config.data) if config.data else []
+    source = str(config.data) if config.data else ""
+    if config.add_gold_groups:
+        if not config.dataset:
+            raise TrainingDataError("--add-gold-groups needs --dataset (the BEIR folder with the judgments).")
+        gold = _gold_groups(config)
+        examples += gold
+        source = " + ".join(
+            x
+            for x in (
+                source,
+                f"{len(gold)} gold groups of {config.dataset}/{config.split} ({config.gold_negatives} negatives)",
+            )
+            if x
+        )
+    if not examples:
+        raise TrainingDataError("no reranker training data: pass --data reranker.jsonl and/or --add-gold-groups.")
     train, dev_examples = split_by_query(
         examples, lambda e: e.query_id, dev_fraction=config.dev_fraction, seed=config.settings.seed
     )
@@ -189,7 +234,7 @@ def train_reranker(config: RerankerTrainingConfig) -> dict[str, Any]:
         "steps": history["steps"][-1]["step"] if history["steps"] else 0,
         "seconds": round(float(history["seconds"]), 1),
         "evals": history["evals"],
-        "source": str(config.data),
+        "source": source,
         "query_types": sorted({e.query_type for e in train if e.query_type}),
     }
     if is_main_process():

@@ -506,3 +506,38 @@ def test_reranker_run_resumes_after_an_early_stop(corpus: dict[str, Any], tmp_pa
     history = json.loads((tmp_path / "rr" / "history.json").read_text())
     assert history["resumed_from"] == [2]
     assert summary["steps"] == 6
+
+
+def test_gold_reranker_groups_take_localised_negatives_from_the_first_stage(
+    corpus: dict[str, Any], tmp_path: Path
+) -> None:
+    from syntriever_haystack.data import load_beir
+    from syntriever_haystack.train.data import gold_reranker_examples
+
+    dataset = load_beir(corpus["ds"], "train")
+    candidates = {"q0": [("d5", 9.0), ("d0", 8.0), ("d7", 7.0)], "q1": [("d1", 3.0)]}
+    examples = gold_reranker_examples(dataset, candidates, include_title=False)
+    # q0: the relevant d0 is removed from its negatives, rank order kept; q1 has no non-relevant candidate.
+    assert [(e.query_id, e.positive, e.negatives) for e in examples] == [
+        ("q0", dataset.corpus["d0"].text, (dataset.corpus["d5"].text, dataset.corpus["d7"].text))
+    ]
+    with pytest.raises(TrainingDataError, match="no query has both"):
+        gold_reranker_examples(dataset, {"q1": [("d1", 3.0)]})
+    # The trainer builds them itself from a first-stage SPEC (BM25 here), with or without synthetic groups.
+    summary = train_reranker(
+        RerankerTrainingConfig(
+            base=str(corpus["bi"]),
+            output=str(tmp_path / "gold-reranker"),
+            group_size=4,
+            batch_size=8,
+            max_length=64,
+            add_gold_groups=True,
+            dataset=str(corpus["ds"]),
+            gold_candidates=5,
+            settings=_settings(epochs=1),
+        )
+    )
+    assert summary["train_examples"] + summary["dev_groups"] == 32
+    assert "gold groups" in summary["source"]
+    with pytest.raises(TrainingDataError, match="needs --dataset"):
+        train_reranker(RerankerTrainingConfig(base=str(corpus["bi"]), output=str(tmp_path / "x"), add_gold_groups=True))
