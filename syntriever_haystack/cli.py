@@ -112,6 +112,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_extra_command(sub: argparse._SubParsersAction, name: str, extra: str, missing: str) -> None:
+    def fail(args: argparse.Namespace) -> int:
+        print(
+            f"error: `syntriever {name}` needs the {extra} extra ({missing} is not installed): "
+            f"pip install 'syntriever-haystack[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
+
+    parser = sub.add_parser(name, help=f"(needs the {extra} extra: {missing} is not installed)", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=fail)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syntriever",
@@ -196,25 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register_data(sub)
-    from syntriever_haystack.generate.cli import register as register_generate
-
-    register_generate(sub)
-    from syntriever_haystack.train.cli import register as register_train
-
-    register_train(sub)
-    # Serving-side commands (index / search / ML Commons) and the end-to-end flow (run / quickstart).
+    # Commands whose dependencies are optional extras: a missing extra leaves a command that says how to install it,
+    # so `syntriever` itself (index, search, rerank, info, ...) runs in a torch-free serving install.
     import importlib
 
-    for module in (
-        "syntriever_haystack.opensearch.cli",
-        "syntriever_haystack.opensearch.ml_cli",
-        "syntriever_haystack.flow.cli",
+    for command, module, extra in (
+        ("generate", "syntriever_haystack.generate.cli", "llm"),
+        ("train", "syntriever_haystack.train.cli", "train"),
+        ("index/search", "syntriever_haystack.opensearch.cli", "opensearch"),
+        ("mlcommons", "syntriever_haystack.opensearch.ml_cli", "opensearch"),
+        ("run/quickstart", "syntriever_haystack.flow.cli", "all"),
     ):
         try:
             importlib.import_module(module).register(sub)
         except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):  # a missing dependency inside is a real error
-                raise
+            if exc.name is None or module.startswith(exc.name):
+                continue  # the module itself is not part of this install
+            for name in command.split("/"):
+                _missing_extra_command(sub, name, extra, exc.name)
     return parser
 
 

@@ -79,6 +79,27 @@ def _pipelines(bi: Path, ce: Path) -> tuple[Pipeline, Pipeline, InMemoryDocument
     return indexing, query, store
 
 
+def test_cli_runs_without_torch_and_names_the_extra_for_training(
+    exported_bi_encoder: Path, subprocess_env: dict[str, str]
+) -> None:
+    """`syntriever` starts in a serving install: serving commands work, training says which extra to install."""
+    code = BLOCK_TORCH + textwrap.dedent(
+        f"""
+        import contextlib, io, json
+        from syntriever_haystack.cli import main
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            info = main(["info", {str(exported_bi_encoder)!r}])
+            train = main(["train", "reranker", "--data", "x.jsonl"])
+        print(json.dumps({{"info": info, "train": train, "err": err.getvalue(),
+                          "torch": "torch" in __import__("sys").modules}}))
+        """
+    )
+    result = _run(code, subprocess_env)
+    assert (result["info"], result["train"], result["torch"]) == (0, 1, False)
+    assert "pip install 'syntriever-haystack[train]'" in result["err"]
+
+
 def test_pipeline_runs_in_process(exported_bi_encoder: Path, exported_cross_encoder: Path) -> None:
     indexing, query, store = _pipelines(exported_bi_encoder, exported_cross_encoder)
     docs = [Document(content=t) for t in ("aspirin heart attack", "paris france capital", "iron anaemia", "dog fox")]
