@@ -1,0 +1,137 @@
+"""An ``InMemoryDocumentStore`` for an exported bi-encoder, saved to and loaded from one JSON file.
+
+The file is Haystack's own ``save_to_disk`` format (``InMemoryDocumentStore.load_from_disk`` reads it) plus a
+``"syntriever"`` block recording the model, so a later search can check the model before querying.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from haystack.document_stores.in_memory import InMemoryDocumentStore
+
+from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.serve.vector_space import VectorSpace, vector_space
+
+META_KEY = "syntriever"
+
+
+def memory_document_store(
+    metadata: ModelMetadata, *, index: str | None = None, shared: bool = True
+) -> InMemoryDocumentStore:
+    """An empty ``InMemoryDocumentStore`` whose similarity fits the model (``dot_product`` or ``cosine``).
+
+    :param metadata: The bi-encoder's metadata.
+    :param index: Store index name. Stores with the same ``index`` and ``shared=True`` share their documents
+        within a process (that is how a pipeline loaded from YAML finds the documents of a loaded store file).
+    :param shared: Use Haystack's process-global storage for ``index``.
+    :returns: The store.
+    """
+    space = vector_space(metadata)
+    return InMemoryDocumentStore(embedding_similarity_function=space.haystack_similarity, index=index, shared=shared)  # type: ignore[arg-type]
+
+
+def store_record(metadata: ModelMetadata, *, model_name: str) -> dict[str, Any]:
+    """The ``"syntriever"`` block saved with a store: the model and its vector space."""
+    from syntriever_haystack import __version__
+
+    space = vector_space(metadata)
+    return {
+        "model": model_name,
+        "source_model": metadata.source_model,
+        "dimension": space.dimension,
+        "space_type": space.space_type,
+        "similarity": space.similarity,
+        "normalize": space.normalized,
+        "syntriever_haystack": __version__,
+    }
+
+
+def save_memory_store(store: InMemoryDocumentStore, path: str | Path, record: dict[str, Any]) -> Path:
+    """Write ``store`` (configuration + documents) and ``record`` to ``path`` atomically.
+
+    :param store: The store.
+    :param path: The JSON file to write (parent folders are created).
+    :param record: :func:`store_record` of the model that embedded the documents.
+    :returns: The path written.
+    """
+    target = Path(path).expanduser()
+    data: dict[str, Any] = store.to_dict()
+    data["documents"] = [doc.to_dict(flatten=False) for doc in store.storage.values()]
+    data[META_KEY] = record
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return target
+
+
+def load_memory_store(path: str | Path) -> tuple[InMemoryDocumentStore, dict[str, Any]]:
+    """Load a store file written by :func:`save_memory_store` (or by ``InMemoryDocumentStore.save_to_disk``).
+
+    :param path: The JSON file.
+    :returns: The store and its ``"syntriever"`` record (empty for a plain Haystack file).
+    :raises SyntrieverError: The file does not exist or cannot be read.
+    """
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise SyntrieverError(
+            f"store file {source} does not exist; build it first with `syntriever index --store memory "
+            f"--store-path {source} ...`."
+        )
+    try:
+        record = json.loads(source.read_text(encoding="utf-8")).get(META_KEY) or {}
+        store = InMemoryDocumentStore.load_from_disk(str(source))
+    except (OSError, ValueError) as exc:
+        raise SyntrieverError(f"cannot read the store file {source}: {exc}. Re-run `syntriever index`.") from exc
+    return store, dict(record)
+
+
+def check_memory_store(
+    store: InMemoryDocumentStore, record: dict[str, Any], metadata: ModelMetadata, *, label: str
+) -> VectorSpace:
+    """Check that the documents of ``store`` were embedded in the model's vector space.
+
+    :param store: The loaded store.
+    :param record: Its ``"syntriever"`` record (may be empty: then the first document's embedding is measured).
+    :param metadata: The query model's metadata.
+    :param label: How to name the store in messages (e.g. its file).
+    :returns: The model's vector space.
+    :raises SyntrieverError: Dimension or space differ; the message names the fix.
+    """
+    space = vector_space(metadata)
+    dimension = record.get("dimension")
+    if dimension is None:
+        first = next((d for d in store.storage.values() if d.embedding is not None), None)
+        dimension = len(first.embedding) if first is not None and first.embedding is not None else None
+    problems = []
+    if dimension is not None and int(dimension) != space.dimension:
+        problems.append(f"{label} holds {int(dimension)}-d vectors, the model makes {space.dimension}-d vectors")
+    recorded_space = record.get("space_type")
+    if recorded_space and recorded_space != space.space_type:
+        problems.append(f"{label} was built for space '{recorded_space}', the model needs '{space.space_type}'")
+    if problems:
+        built_with = f" ({record['model']})" if record.get("model") else ""
+        raise SyntrieverError(
+            "; ".join(problems) + f". Search with the model the store was built with{built_with}, or rebuild it "
+            "with this model (`syntriever index --recreate ...`)."
+        )
+    return space
+
+
+__all__ = [
+    "check_memory_store",
+    "load_memory_store",
+    "memory_document_store",
+    "save_memory_store",
+    "store_record",
+]
