@@ -1,0 +1,234 @@
+"""What every step of a run shares: the recipe, the output folder's layout, loaded data, the LLM, results so far."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.flow.recipe import LLMSection, Recipe
+
+if TYPE_CHECKING:
+    from syntriever_haystack.data.beir import BeirDataset, Passage
+    from syntriever_haystack.generate.llm import LLMClient
+
+GeneratorFactory = Callable[[LLMSection], Any]
+
+
+class FlowError(SyntrieverError, RuntimeError):
+    """A step cannot run; the message names the cause and the fix."""
+
+
+class Layout:
+    """Where everything of a run lives, relative to its output folder.
+
+    ``models/`` holds the ONNX models, ``pipelines/`` the Haystack YAML, ``data/`` the JSONL (and the saved
+    in-memory document store), ``report/`` Markdown + JSON + PNG; ``training/`` keeps the torch models and their
+    checkpoints (what a resumed training continues from), ``.flow/`` the step stamps.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.stamps = out / ".flow"
+        self.data = out / "data"
+        self.models = out / "models"
+        self.pipelines = out / "pipelines"
+        self.report = out / "report"
+        self.training = out / "training"
+        self.dataset_json = self.data / "dataset.json"
+        self.train_view = self.data / "train-split"
+        self.gen_retriever = self.data / "retriever"
+        self.gen_reranker = self.data / "reranker"
+        self.gen_preferences = self.data / "preferences"
+        self.document_store = self.data / "document_store.json"
+        self.index_dir = self.data / "index"
+        self.base_onnx = self.models / "base-onnx"
+        self.stage1_onnx = self.models / "stage1-onnx"
+        self.retriever_onnx = self.models / "retriever-onnx"
+        self.reranker_onnx = self.models / "reranker-onnx"
+        self.stage1 = self.training / "retriever-stage1"
+        self.stage2 = self.training / "retriever-stage2"
+        self.reranker = self.training / "reranker"
+        self.indexing_yaml = self.pipelines / "indexing.yaml"
+        self.query_yaml = self.pipelines / "query.yaml"
+        self.query_rerank_yaml = self.pipelines / "query-rerank.yaml"
+        self.evaluation = self.report / "evaluation"
+        self.flow_json = out / "flow.json"
+        self.recipe_yaml = out / "recipe.yaml"
+
+
+@dataclass
+class FlowContext:
+    """State shared by the steps of one ``syntriever run``.
+
+    :param recipe: The validated recipe.
+    :param out: The output folder.
+    :param progress: Show progress bars.
+    :param generator_factory: Builds the chat generator from the ``llm`` section (default:
+        :func:`syntriever_haystack.generate.backends.make_generator`); tests plug a scripted LLM in here.
+    :param echo: Where step messages go.
+    """
+
+    recipe: Recipe
+    out: Path
+    progress: bool = True
+    generator_factory: GeneratorFactory | None = None
+    echo: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr, flush=True))
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    _generator: Any = None
+    _generator_clients: int = 0
+    _datasets: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.layout = Layout(self.out)
+
+    # ------------------------------------------------------------------------------------------- data
+    def dataset_folder(self) -> Path:
+        """The resolved BEIR folder (from the ``data`` step)."""
+        data = self.results.get("data")
+        if not data:
+            raise FlowError("the data step has not run; run the flow from the start")
+        return Path(data["path"])
+
+    def train_folder(self) -> Path:
+        """The BEIR folder training reads: the dataset, or its restricted view with ``max_train_queries``."""
+        data = self.results["data"]
+        return self.layout.train_view if data.get("train_view") else Path(data["path"])
+
+    def _load(self, key: str, folder: Path, split: str) -> BeirDataset:
+        if key not in self._datasets:
+            from syntriever_haystack.data.beir import load_beir
+
+            self._datasets[key] = load_beir(folder, split)
+        dataset: BeirDataset = self._datasets[key]
+        return dataset
+
+    def train_dataset(self) -> BeirDataset:
+        """The training split (restricted to ``max_train_queries`` when set)."""
+        return self._load("train", self.train_folder(), self.recipe.dataset.train_split)
+
+    def full_eval_dataset(self) -> BeirDataset:
+        """The evaluation split over the full corpus."""
+        dataset = self._load("eval-full", self.dataset_folder(), self.recipe.dataset.eval_split)
+        if self.recipe.evaluate.max_queries is not None:
+            key = "eval-queries"
+            if key not in self._datasets:
+                self._datasets[key] = dataset.sample_queries(self.recipe.evaluate.max_queries, seed=self.recipe.seed)
+            sampled: BeirDataset = self._datasets[key]
+            return sampled
+        return dataset
+
+    def corpus(self) -> dict[str, Passage]:
+        """The full corpus."""
+        return self.full_eval_dataset().corpus
+
+    def eval_dataset(self) -> BeirDataset:
+        """The evaluation split over the evaluation corpus: the full one, or the sample ``evaluate.corpus_sample``."""
+        if "eval" not in self._datasets:
+            from syntriever_haystack.flow.evaluation import sample_corpus
+
+            full = self.full_eval_dataset()
+            size = self.recipe.evaluate.corpus_sample
+            self._datasets["eval"] = full if size is None else sample_corpus(full, size, seed=self.recipe.seed)
+        dataset: BeirDataset = self._datasets["eval"]
+        return dataset
+
+    def passage_text(self, passage: Passage) -> str:
+        """A passage as the models see it (``title + " " + text`` with ``dataset.include_title``)."""
+        if self.recipe.dataset.include_title and passage.title:
+            return f"{passage.title} {passage.text}".strip()
+        return passage.text
+
+    def sample(self, items: list[Any], n: int) -> list[Any]:
+        """A seeded sample of ``n`` items (all of them when ``n`` is larger)."""
+        return random.Random(self.recipe.seed).sample(items, min(n, len(items)))
+
+    # -------------------------------------------------------------------------------------------- LLM
+    def generator(self) -> Any:
+        """The chat generator of ``llm`` (built once per run, shared by the generation steps)."""
+        if self._generator is None:
+            llm = self.recipe.llm
+            if self.generator_factory is not None:
+                self._generator = self.generator_factory(llm)
+            else:
+                from syntriever_haystack.generate.backends import make_generator
+
+                self._generator = make_generator(
+                    llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env, timeout_s=llm.timeout
+                )
+        return self._generator
+
+    def llm_client(self, folder: Path, *, generation_kwargs: dict[str, Any] | None = None) -> LLMClient:
+        """An LLM client with its response cache at ``folder/llm-cache.sqlite`` (kept when a step reruns)."""
+        from syntriever_haystack.generate.accounting import Accounting
+        from syntriever_haystack.generate.cache import ResponseCache
+        from syntriever_haystack.generate.llm import LLMClient, LLMSettings
+
+        llm = self.recipe.llm
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = LLMSettings(
+            concurrency=llm.concurrency,
+            requests_per_minute=llm.requests_per_minute,
+            request_timeout_s=llm.timeout,
+            parse_retries=llm.parse_retries,
+            generation_kwargs=generation_kwargs,
+        )
+        generator = self.generator()
+        # Async HTTP clients are bound to the event loop of their first use: after the first step (one
+        # asyncio.run each), call the shared generator's synchronous run in worker threads.
+        sync_calls = self._generator_clients > 0
+        self._generator_clients += 1
+        return LLMClient(
+            generator,
+            cache=ResponseCache(folder / "llm-cache.sqlite"),
+            settings=settings,
+            accounting=Accounting(),
+            sync_calls=sync_calls,
+        )
+
+    # ------------------------------------------------------------------------------------------ other
+    def precision(self, step: str) -> str:
+        """The precision the model exported by ``step`` is served at: ``export.precision``, unless that export
+        fell back to fp32 (an int8 variant that failed its parity check)."""
+        exported = self.results.get(step) or {}
+        return str(exported.get("precision") or self.recipe.export.precision)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the output folder (how results name the run's own files)."""
+        try:
+            return path.relative_to(self.out).as_posix()
+        except ValueError:
+            return str(path)
+
+    def short(self, text: str) -> str:
+        """``text`` (a judge or system name) with the output folder's prefix dropped from the paths in it."""
+        for prefix in {str(self.out.resolve()), str(self.out)}:
+            text = text.replace(prefix + "/", "")
+        return text
+
+    def warn(self, message: str) -> None:
+        """Record a warning (shown in the report) and print it."""
+        self.warnings.append(message)
+        self.echo(f"        warning: {message}")
+
+    def set_threads(self) -> None:
+        """Apply ``train.threads`` to torch."""
+        if self.recipe.train.threads:
+            import torch
+
+            torch.set_num_threads(self.recipe.train.threads)
+
+
+def remove(*paths: Path) -> None:
+    """Delete files and folders (missing ones are fine)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()

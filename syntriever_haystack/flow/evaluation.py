@@ -1,0 +1,287 @@
+"""The flow's evaluation helpers: the sampled evaluation corpus, system aliases → SPECs, reused embeddings, tables."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from syntriever_haystack.evaluate.systems import EmbeddingCache
+from syntriever_haystack.flow.context import FlowContext, FlowError
+
+if TYPE_CHECKING:
+    from syntriever_haystack.data.beir import BeirDataset
+    from syntriever_haystack.evaluate.runner import EvaluationReport
+
+
+def sample_corpus(dataset: BeirDataset, size: int, *, seed: int) -> BeirDataset:
+    """The evaluation split over a *sampled* corpus: every judged-relevant document of its queries, plus random
+    other documents (seeded) up to ``size`` documents in all (never fewer than the relevant ones).
+
+    Every system is scored on the same sample, so they compare fairly; absolute scores are higher than on the full
+    corpus (fewer distractors). ``dataset.warnings`` says so, and the name gets a ``[sampled N]`` suffix (which
+    also keeps cached corpus embeddings of the two corpora apart).
+    """
+    from syntriever_haystack.data.beir import BeirDataset
+
+    if size >= len(dataset.corpus):
+        return dataset
+    relevant = {d for judged in dataset.qrels.values() for d, grade in judged.items() if grade > 0}
+    others = [d for d in dataset.corpus if d not in relevant]
+    extra = max(0, size - len(relevant))
+    keep = relevant | set(random.Random(seed).sample(others, min(extra, len(others))))
+    corpus = {d: p for d, p in dataset.corpus.items() if d in keep}  # corpus order kept
+    note = (
+        f"sampled corpus: {len(corpus):,} of {len(dataset.corpus):,} documents (all {len(relevant):,} judged-relevant "
+        f"documents of the evaluated queries + {len(corpus) - len(relevant):,} random others, seed {seed}); scores "
+        "are higher than on the full corpus, the comparison between systems is what counts"
+    )
+    return BeirDataset(
+        name=f"{dataset.name} [sampled {len(corpus)}]",
+        path=dataset.path,
+        split=dataset.split,
+        corpus=corpus,
+        queries=dict(dataset.queries),
+        qrels={q: dict(j) for q, j in dataset.qrels.items()},
+        warnings=[*dataset.warnings, note],
+    )
+
+
+@dataclass(frozen=True)
+class Models:
+    """The exported models a run evaluates (``None`` when not built) and their served precision."""
+
+    base: Path
+    retriever: Path | None
+    reranker: Path | None
+    base_precision: str
+    precision: str
+    reranker_precision: str
+    reranker_max_length: int
+    rerank_depth: int
+
+
+def system_spec(name: str, models: Models) -> str:
+    """The ``syntriever evaluate`` SPEC of a recipe system alias (a raw SPEC is returned unchanged).
+
+    :raises ValueError: When the alias needs a model the run did not build.
+    """
+    first, plus, rest = name.partition("+rerank")
+    if first not in ("bm25", "zero-shot", "trained", "hybrid") or rest:
+        return name  # a raw SPEC
+    if first == "bm25":
+        spec = "bm25"
+    elif first == "zero-shot":
+        spec = f"dense:{models.base}?precision={models.base_precision}"
+    else:
+        if models.retriever is None:
+            raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
+        spec = f"{'dense' if first == 'trained' else 'hybrid'}:{models.retriever}?precision={models.precision}"
+    if plus:
+        if models.reranker is None:
+            raise ValueError(f"system {name!r} needs the trained reranker, which this run has not built")
+        spec += (
+            f"+rerank:{models.reranker}?top_k={models.rerank_depth}&precision={models.reranker_precision}"
+            f"&max_length={models.reranker_max_length}"
+        )
+    return spec
+
+
+def onnx_fingerprint(model: Path, precision: str) -> str | None:
+    """The model fingerprint ``syntriever evaluate`` keys cached corpus embeddings by (``None`` if unknown)."""
+    from syntriever_haystack.evaluate import systems
+    from syntriever_haystack.serve.metadata import ModelMetadata
+
+    hash_files: Callable[[list[Path]], str] | None = getattr(systems, "_hash_files", None)
+    if hash_files is None:  # pragma: no cover - the evaluation changed how it keys its cache
+        return None
+    metadata = ModelMetadata.load(model)
+    onnx_file = model / metadata.files.get(precision, "")
+    if not onnx_file.is_file():
+        return None
+    extra = [p for p in (model / n for n in ("tokenizer.json", "syntriever.json")) if p.exists()]
+    return hash_files([onnx_file, *extra])
+
+
+@dataclass
+class PrimedEmbeddingCache(EmbeddingCache):
+    """An :class:`EmbeddingCache` that also knows corpus embeddings computed elsewhere (by the indexing pipeline),
+    so the evaluation does not embed the same corpus with the same model a second time.
+
+    :param primed: ``(model fingerprint, precision, corpus fingerprint)`` → embeddings in corpus order.
+    """
+
+    primed: dict[tuple[str, str, str], np.ndarray] = field(default_factory=dict)
+    primed_hits: int = 0
+
+    def get_or_compute(
+        self, key_parts: dict[str, Any], rows: int, compute: Callable[[], np.ndarray]
+    ) -> tuple[np.ndarray, bool]:
+        key = (str(key_parts.get("model")), str(key_parts.get("precision")), str(key_parts.get("corpus")))
+        array = self.primed.get(key)
+        plain = key_parts.get("max_length") is None and key_parts.get("backend") is None
+        if array is not None and plain and array.shape[0] == rows:
+            self.primed_hits += 1
+            return array, True
+        return super().get_or_compute(key_parts, rows, compute)
+
+
+def display_name(spec: str, aliases: Mapping[str, str]) -> str:
+    """The recipe's name of a system SPEC."""
+    return aliases.get(spec, spec)
+
+
+def result_rows(report: EvaluationReport, aliases: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One row per system: means, and Δ / Holm-adjusted p against the baseline per metric."""
+    rows = []
+    for result in report.systems:
+        row: dict[str, Any] = {
+            "system": display_name(result.spec, aliases),
+            "spec": result.spec,
+            "baseline": result.spec == report.baseline,
+            "means": {m: round(float(v), 6) for m, v in result.means.items()},
+            "delta": {},
+            "p_holm": {},
+            "seconds": round(result.seconds, 1),
+            "cached": any(t.cached for t in result.timings),
+        }
+        for metric, test in result.significance.items():
+            row["delta"][metric] = round(float(test.delta), 6)
+            row["p_holm"][metric] = round(float(result.adjusted_p.get(metric, test.p_value)), 6)
+        rows.append(row)
+    return rows
+
+
+def results_table(rows: list[dict[str, Any]], metrics: list[str], baseline: str, alpha: float = 0.05) -> str:
+    """A Markdown table: systems × metrics, then Δ and p (Holm) of the first metric against the baseline."""
+    if not rows:
+        return "(no results)"
+    first = metrics[0]
+    header = ["system", *metrics, f"Δ {first} vs {baseline}", "p (Holm)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    best = {m: max(r["means"][m] for r in rows) for m in metrics}
+    for row in rows:
+        cells = [f"`{row['system']}`" + (" (baseline)" if row["baseline"] else "")]
+        for metric in metrics:
+            value = f"{row['means'][metric]:.4f}"
+            cells.append(f"**{value}**" if row["means"][metric] == best[metric] else value)
+        if row["baseline"] or first not in row["delta"]:
+            cells += ["—", "—"]
+        else:
+            p = row["p_holm"][first]
+            mark = " ▲" if p < alpha and row["delta"][first] > 0 else (" ▼" if p < alpha else "")
+            cells += [f"{row['delta'][first]:+.4f}{mark}", f"{p:.3g}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _primed_cache(ctx: FlowContext, dataset: BeirDataset) -> PrimedEmbeddingCache:
+    """The evaluation's embedding cache, knowing the corpus embeddings the index step computed with the same
+    model, texts and batching: the trained retriever then does not embed the evaluation corpus a second time."""
+    from syntriever_haystack.evaluate.systems import default_cache_dir
+
+    cache = PrimedEmbeddingCache(default_cache_dir() / "embeddings" if ctx.recipe.evaluate.cache else None)
+    index = ctx.results.get("index") or {}
+    embeddings = ctx.layout.index_dir / "embeddings.npy"
+    if not index.get("embeddings") or not embeddings.is_file():
+        return cache
+    if index.get("corpus_fingerprint") != dataset.fingerprint():
+        return cache
+    precision = str(index.get("precision"))
+    model = onnx_fingerprint(ctx.layout.retriever_onnx, precision)
+    if model is None or model != index.get("model_fingerprint"):
+        return cache
+    array = np.load(embeddings)
+    if array.shape[0] == len(dataset.corpus):
+        cache.primed[(model, precision, dataset.fingerprint())] = array
+    return cache
+
+
+def embeds_like_evaluation(embedder: Any, model: Path, precision: str) -> bool:
+    """Whether an indexing pipeline's ``SyntrieverDocumentEmbedder`` computes exactly the vectors the evaluation
+    computes for the same texts: same model and precision, no extra text (prefix, suffix, meta fields), the model's
+    normalisation and length, and the same batches (int8 activations are quantised per batch)."""
+    params = embedder.to_dict().get("init_parameters", {})
+    return (
+        Path(str(params.get("model"))).resolve() == model.resolve()
+        and params.get("precision") == precision
+        and params.get("file_name") is None
+        and params.get("max_length") is None
+        and params.get("prefix") is None
+        and not params.get("suffix")
+        and not params.get("meta_fields_to_embed")
+        and params.get("normalize_embeddings") is None
+        and int(params.get("batch_size") or 0) == 32
+    )
+
+
+def _aliased(report: EvaluationReport, aliases: Mapping[str, str]) -> EvaluationReport:
+    """A copy of ``report`` whose systems carry the recipe's names (readable tables, charts, file names)."""
+    systems = [dataclasses.replace(s, spec=aliases.get(s.spec, s.spec)) for s in report.systems]
+    baseline = aliases.get(report.baseline, report.baseline) if report.baseline else None
+    return dataclasses.replace(report, systems=systems, baseline=baseline)
+
+
+def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
+    """Evaluate the recipe's systems; write ``report/evaluation/`` (Markdown, JSON, TREC runs, PNG) and
+    ``report/results.png``; return the rows of the results table."""
+    from syntriever_haystack.evaluate import evaluate_systems
+    from syntriever_haystack.evaluate.report import write_chart, write_outputs
+
+    recipe, layout = ctx.recipe, ctx.layout
+    section = recipe.evaluate
+    dataset = ctx.eval_dataset()
+    models = Models(
+        base=layout.base_onnx.resolve(),
+        retriever=layout.retriever_onnx.resolve(),
+        reranker=layout.reranker_onnx.resolve() if recipe.train.reranker.enabled else None,
+        base_precision=ctx.precision("base-model"),
+        precision=ctx.precision("export-retriever"),
+        reranker_precision=ctx.precision("export-reranker"),
+        reranker_max_length=recipe.train.reranker.max_length,
+        rerank_depth=section.rerank_depth,
+    )
+    try:
+        specs = {name: system_spec(name, models) for name in section.systems}
+    except ValueError as exc:
+        raise FlowError(f"evaluate.systems: {exc}") from None
+    aliases = {spec: name for name, spec in specs.items()}
+    cache = _primed_cache(ctx, dataset)
+    report = evaluate_systems(
+        dataset,
+        list(specs.values()),
+        metrics=section.metrics,
+        baseline=specs[section.baseline],
+        test=section.test,
+        include_title=recipe.dataset.include_title,
+        cache=cache,
+        progress=ctx.progress,
+        seed=recipe.seed,
+    )
+    named = _aliased(report, aliases)
+    write_outputs(named, layout.evaluation)
+    chart = write_chart(named, layout.report / "results.png")
+    full = ctx.full_eval_dataset()
+    return {
+        "dataset": report.dataset,
+        "split": report.split,
+        "queries": len(report.query_ids),
+        "documents": len(dataset.corpus),
+        "full_corpus": len(full.corpus),
+        "sampled_corpus": len(dataset.corpus) < len(full.corpus),
+        "metrics": report.metrics,
+        "baseline": section.baseline,
+        "test": report.test,
+        "alpha": report.alpha,
+        "rows": result_rows(report, aliases),
+        "notes": report.warnings,
+        "seconds": round(report.seconds, 1),
+        "reused_index_embeddings": cache.primed_hits > 0,
+        "chart": ctx.relative(chart) if chart else None,
+        "results": ctx.relative(layout.evaluation / "results.json"),
+    }

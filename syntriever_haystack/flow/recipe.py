@@ -1,0 +1,571 @@
+"""The recipe: every choice of a ``syntriever run`` in one typed, validated YAML document.
+
+Every field has a default, so an empty file is a valid recipe (the quickstart's). Loading is strict: an unknown
+key, a value of the wrong type or outside its allowed values is an error that names the key (``train.reranker.
+epochs``) and the fix (the allowed keys or values). The resolved recipe — defaults filled in — is saved as
+``recipe.yaml`` in the output folder, and loading that file gives the same recipe back.
+
+.. code-block:: python
+
+    from syntriever_haystack.flow.recipe import load_recipe, dump_recipe
+
+    recipe = load_recipe("recipes/quickstart.yaml", overrides={"dataset": {"path": "../shared/datasets/scifact"}})
+    print(dump_recipe(recipe))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from syntriever_haystack.errors import SyntrieverError
+
+__all__ = [
+    "SYSTEM_ALIASES",
+    "DatasetSection",
+    "EvaluateSection",
+    "ExportSection",
+    "GenerateSection",
+    "LLMSection",
+    "PreferencesSection",
+    "Recipe",
+    "RecipeError",
+    "RerankerTrainSection",
+    "RetrieverTrainSection",
+    "ServeSection",
+    "Stage2TrainSection",
+    "TrainSection",
+    "dump_recipe",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+]
+
+# Names the ``evaluate.systems`` list may use besides raw ``syntriever evaluate`` SPECs.
+SYSTEM_ALIASES = {
+    "bm25": "BM25 over the evaluation corpus",
+    "zero-shot": "the base model, exported to ONNX, untrained",
+    "trained": "the trained retriever (stage 1, or stage 2 when enabled)",
+    "hybrid": "BM25 + the trained retriever, reciprocal rank fusion (what the query pipeline serves)",
+    "hybrid+rerank": "the hybrid top rerank_depth reranked by the trained reranker (the reranked query pipeline)",
+    "zero-shot+rerank": "the base model's top rerank_depth reranked by the trained reranker",
+    "trained+rerank": "the trained retriever's top rerank_depth reranked by the trained reranker",
+    "bm25+rerank": "BM25's top rerank_depth reranked by the trained reranker",
+}
+
+
+class RecipeError(SyntrieverError, ValueError):
+    """A recipe is invalid; the message names the key and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------- sections
+@dataclass
+class DatasetSection:
+    """The corpus and its queries.
+
+    :param path: A BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) or a BEIR dataset name,
+        downloaded into the cache on first use (``scifact``, ``nfcorpus``, ...).
+    :param train_split: Split whose queries get synthetic stage-1 examples and whose gold pairs train the retriever
+        (with ``train.retriever.add_gold_pairs``).
+    :param eval_split: Split the evaluation scores.
+    :param max_train_queries: Use at most this many training queries (a seeded sample); ``null`` for all.
+    :param include_title: Passage text is ``title + " " + text`` (the BEIR convention).
+    """
+
+    path: str = "scifact"
+    train_split: str = "train"
+    eval_split: str = "test"
+    max_train_queries: int | None = None
+    include_title: bool = True
+
+
+@dataclass
+class LLMSection:
+    """The LLM that writes the synthetic data.
+
+    :param spec: ``local`` (the embedded offline Gemma 3 270M; llama.cpp when installed, else transformers),
+        ``local:MODEL?backend=...``, or ``openai:MODEL`` for OpenAI and any OpenAI-compatible server.
+    :param api_base_url: URL of an OpenAI-compatible server (vLLM, Ollama, llama.cpp server, TGI).
+    :param api_key_env: Environment variable holding the API key (read through a Haystack Secret, never stored).
+    :param concurrency: Requests in flight.
+    :param requests_per_minute: Request budget per minute (``null``: unlimited).
+    :param max_tokens: Output tokens per answer.
+    :param timeout: Seconds to wait for one answer.
+    :param parse_retries: New requests after an unparseable answer.
+    """
+
+    spec: str = "local"
+    api_base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 4
+    requests_per_minute: float | None = None
+    max_tokens: int = 160
+    timeout: float = 120.0
+    parse_retries: int = 2
+
+
+@dataclass
+class PreferencesSection:
+    """Stage-2 preference data (used when ``train.stage2.enabled``).
+
+    :param queries: Training queries whose candidates are compared.
+    :param top_k: Candidates per query (all ``K(K-1)/2`` pairs are judged).
+    :param retriever: Candidates from the stage-1 retriever (``stage1``, the paper's choice) or ``bm25``.
+    :param judge: ``reranker`` (the trained LCE reranker), ``llm``, ``embedder`` (the base model) or a judge SPEC.
+    :param margin: Score judges: a score gap at or below this is a tie (no preference).
+    """
+
+    queries: int = 100
+    top_k: int = 5
+    retriever: Literal["stage1", "bm25"] = "stage1"
+    judge: str = "reranker"
+    margin: float = 0.02
+
+
+@dataclass
+class GenerateSection:
+    """Synthetic data budgets and judges.
+
+    :param judge: Verifies stage-1 ``p+``/``p-`` and labels reranker candidates: ``embedder`` (cosine of the
+        base model, the default: small local LLMs judge at chance), ``llm``, or a judge SPEC
+        (``embedder:DIR?threshold=X``, ``ranker:DIR?threshold=X``).
+    :param threshold: Threshold of the ``embedder`` judge.
+    :param retriever_queries: Training queries that get synthetic ``p+``, ``p-``, ``q_cot`` (0: none).
+    :param use_cot: Also generate ``q_cot`` (a positive).
+    :param reranker_passages: Corpus passages that get synthetic reranker queries.
+    :param queries_per_passage: Synthetic queries per passage (types cycle: question, keywords, claim).
+    :param reranker_candidates: First-stage candidates judged per synthetic query (the hard negatives).
+    :param candidate_retriever: First stage that supplies those candidates (a ``syntriever evaluate`` SPEC).
+    :param min_words: Passages shorter than this are not sampled.
+    :param preferences: Stage-2 preference data.
+    """
+
+    judge: str = "embedder"
+    threshold: float = 0.5
+    retriever_queries: int = 16
+    use_cot: bool = True
+    reranker_passages: int = 16
+    queries_per_passage: int = 2
+    reranker_candidates: int = 20
+    candidate_retriever: str = "bm25"
+    min_words: int = 20
+    preferences: PreferencesSection = field(default_factory=PreferencesSection)
+
+
+@dataclass
+class RetrieverTrainSection:
+    """Stage 1: multi-positive contrastive distillation on synthetic examples (+ gold pairs).
+
+    :param add_gold_pairs: Also train on the gold pairs of the training queries without a synthetic example.
+    :param positive_mode: ``all`` (gold, verified ``p+``, ``q_cot``) or ``gold`` (the released code's variant).
+    :param epochs: Passes over the data.
+    :param learning_rate: Peak learning rate.
+    :param batch_size: Queries per contrastive batch.
+    :param query_max_length: Query tokens.
+    :param passage_max_length: Passage tokens in training (the exported model keeps the base model's maximum, so
+        a shorter length only makes training faster).
+    :param dev_fraction: Training queries held out for a dev evaluation during training (0: none, faster).
+    :param max_steps: Stop after this many steps (``null``: the full schedule).
+    """
+
+    add_gold_pairs: bool = True
+    positive_mode: Literal["all", "gold"] = "all"
+    epochs: float = 1.0
+    learning_rate: float = 5e-5
+    batch_size: int = 32
+    query_max_length: int = 64
+    passage_max_length: int = 160
+    dev_fraction: float = 0.0
+    max_steps: int | None = None
+
+
+@dataclass
+class Stage2TrainSection:
+    """Stage 2: preference alignment of the stage-1 retriever.
+
+    :param enabled: Run stage 2 (needs ``generate.preferences``).
+    :param loss: ``plackett_luce`` (partial Plackett-Luce) or ``bradley_terry``.
+    :param kl_weight: Weight of the KL term towards the frozen stage-1 model (``plackett_luce`` only).
+    """
+
+    enabled: bool = False
+    loss: Literal["plackett_luce", "bradley_terry"] = "plackett_luce"
+    kl_weight: float = 0.1
+    epochs: float = 1.0
+    learning_rate: float = 2e-5
+    batch_size: int = 32
+    max_steps: int | None = None
+
+
+@dataclass
+class RerankerTrainSection:
+    """The LCE cross-encoder reranker, trained on the synthetic groups.
+
+    :param enabled: Generate reranker data, train and export the reranker (off in the small quickstart: a useful
+        LCE reranker needs far more synthetic groups and steps than ~15 minutes on 2 CPU cores allow).
+    :param base_model: Starting encoder (``null``: ``train.base_model``); a fresh 1-logit head is added.
+    :param add_gold_groups: Also train on groups built from the training split's judgments (gold positive + BM25
+        hard negatives): one group per judged pair, so far more steps than the synthetic groups alone.
+    :param group_size: 1 positive + ``group_size - 1`` hard negatives per group.
+    :param max_length: Tokens of query + passage (also the exported maximum).
+    """
+
+    enabled: bool = False
+    base_model: str | None = None
+    add_gold_groups: bool = False
+    epochs: float = 3.0
+    learning_rate: float = 5e-5
+    batch_size: int = 8
+    group_size: int = 8
+    max_length: int = 192
+    max_steps: int | None = None
+
+
+@dataclass
+class TrainSection:
+    """Training.
+
+    :param base_model: The retriever's starting point: a sentence-transformers folder or name
+        (``all-MiniLM-L6-v2`` resolves to the offline package).
+    :param threads: torch CPU threads (``null``: torch's default, one per core).
+    :param seed: Training seed.
+    """
+
+    base_model: str = "all-MiniLM-L6-v2"
+    threads: int | None = None
+    seed: int = 42
+    retriever: RetrieverTrainSection = field(default_factory=RetrieverTrainSection)
+    stage2: Stage2TrainSection = field(default_factory=Stage2TrainSection)
+    reranker: RerankerTrainSection = field(default_factory=RerankerTrainSection)
+
+
+@dataclass
+class ExportSection:
+    """ONNX export. Every model is exported fp32 (fused) and int8, each verified against torch.
+
+    :param precision: The variant the pipelines serve and the evaluation scores.
+    """
+
+    precision: Literal["int8", "fp32"] = "int8"
+
+
+@dataclass
+class ServeSection:
+    """The served search: document store and pipelines.
+
+    :param store: ``memory`` (Haystack ``InMemoryDocumentStore``, saved to ``data/document_store.json``) or
+        ``opensearch``.
+    :param url: OpenSearch URL (credentials from ``OPENSEARCH_USERNAME`` / ``OPENSEARCH_PASSWORD``).
+    :param index: Index name (OpenSearch) / shared in-memory index name.
+    :param index_corpus: Index the ``evaluation`` corpus (the sampled one when ``evaluate.corpus_sample`` is
+        set: fast, and its embeddings are reused by the evaluation) or the ``full`` corpus.
+    :param top_k: Documents the query pipeline returns.
+    :param reranker: Use the trained reranker in the query pipeline that answers the sample query: ``auto``
+        (when it scored better than the retriever alone in the evaluation), ``always`` or ``never``.
+    """
+
+    store: Literal["memory", "opensearch"] = "memory"
+    url: str | None = None
+    index: str = "syntriever"
+    index_corpus: Literal["evaluation", "full"] = "evaluation"
+    top_k: int = 5
+    reranker: Literal["auto", "always", "never"] = "auto"
+
+
+@dataclass
+class EvaluateSection:
+    """The comparison.
+
+    :param systems: Aliases (``bm25``, ``zero-shot``, ``trained``, ``hybrid`` — the served first stage —,
+        ``hybrid+rerank`` — the served reranked pipeline —, ``trained+rerank``, ``zero-shot+rerank``,
+        ``bm25+rerank``) or raw ``syntriever evaluate`` SPECs.
+    :param baseline: The system every other one is tested against (paired test, Holm-adjusted).
+    :param metrics: ``ir_measures`` names (``RR@10`` is MRR@10).
+    :param rerank_depth: Candidates of the first stage the reranker rescores.
+    :param corpus_sample: Evaluate on a *sampled* corpus of this many documents: every judged-relevant document
+        of the evaluated queries plus random others (seeded). Absolute scores are higher than on the full
+        corpus; the comparison between systems is what it shows. ``null``: the full corpus.
+    :param max_queries: Evaluate a seeded sample of this many queries (``null``: all).
+    :param test: Paired significance test.
+    :param cache: Reuse corpus embeddings across runs (``$SYNTRIEVER_CACHE`` or ``~/.cache/syntriever``).
+    """
+
+    systems: list[str] = field(default_factory=lambda: ["bm25", "zero-shot", "trained", "hybrid"])
+    baseline: str = "zero-shot"
+    metrics: list[str] = field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
+    rerank_depth: int = 10
+    corpus_sample: int | None = 1000
+    max_queries: int | None = None
+    test: Literal["t-test", "permutation", "bootstrap"] = "t-test"
+    cache: bool = True
+
+
+@dataclass
+class Recipe:
+    """A whole run: corpus → synthetic data → retriever (+ reranker) → ONNX → pipelines → index → evaluation.
+
+    :param name: Name of the run (default output folder ``runs/<name>``).
+    :param seed: Seed of every sample (training queries, passages, evaluation corpus).
+    :param sample_query: Query answered by the saved query pipeline at the end (``null``: an evaluation query
+        drawn with ``seed``, whose judged-relevant documents the answer marks).
+    """
+
+    name: str = "quickstart"
+    seed: int = 13
+    dataset: DatasetSection = field(default_factory=DatasetSection)
+    llm: LLMSection = field(default_factory=LLMSection)
+    generate: GenerateSection = field(default_factory=GenerateSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    serve: ServeSection = field(default_factory=ServeSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
+    sample_query: str | None = None
+
+    def validate(self) -> None:
+        """Cross-field checks (types and allowed values are checked on load).
+
+        :raises RecipeError: Naming the key and the fix.
+        """
+        _validate(self)
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, key)
+            except RecipeError as exc:
+                errors.append(str(exc))
+        raise RecipeError(f"{key}: {value!r} is not {_type_name(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise RecipeError(f"{key}: {value!r} is not allowed; use one of: {', '.join(str(a) for a in allowed)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise RecipeError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            raise RecipeError(f"{key}: expected a mapping of settings, got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecipeError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise RecipeError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise RecipeError(f"{key}: unsupported setting type {tp!r}")  # pragma: no cover - a bug in this module
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{full}: unknown key{hint}; allowed keys here: {', '.join(names)}")
+        values[key] = _convert(value, hints[key], full)
+    return cls(**values)
+
+
+def recipe_from_dict(data: Mapping[str, Any] | None) -> Recipe:
+    """Build and validate a recipe from plain data (parsed YAML); missing keys take their defaults.
+
+    :raises RecipeError: For an unknown key, a wrong type, a value outside its allowed set, or an inconsistency.
+    """
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RecipeError(f"a recipe is a mapping of sections (dataset, llm, generate, ...), got {type(data).__name__}")
+    recipe: Recipe = _build(Recipe, data, "")
+    recipe.validate()
+    return recipe
+
+
+def _merge(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_recipe(path: str | Path | None = None, *, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """Read a recipe YAML file (``None``: the defaults), apply ``overrides`` (nested dict), validate.
+
+    :param path: The YAML file.
+    :param overrides: Values that replace the file's, e.g. ``{"serve": {"store": "opensearch"}}``.
+    :raises RecipeError: For a missing file, invalid YAML or an invalid recipe (naming the file and key).
+    """
+    import yaml
+
+    data: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise RecipeError(f"recipe {path} not found; print the default recipe with `syntriever recipe dump`.")
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"{path}: invalid YAML: {exc}") from None
+        if not isinstance(data, Mapping):
+            raise RecipeError(f"{path}: a recipe is a mapping of sections (dataset, llm, ...), got {data!r}")
+    if overrides:
+        data = _merge(dict(data), overrides)
+    try:
+        return recipe_from_dict(data)
+    except RecipeError as exc:
+        if path is None:
+            raise
+        raise RecipeError(f"{path}: {exc}") from None
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as plain data (every field, defaults included)."""
+    return dataclasses.asdict(recipe)
+
+
+def dump_recipe(recipe: Recipe, *, header: str | None = None) -> str:
+    """The recipe as YAML, sections in their natural order; :func:`load_recipe` reads it back to an equal recipe."""
+    import yaml
+
+    text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True, width=110)
+    return (header.rstrip() + "\n" if header else "") + text
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise RecipeError(message)
+
+
+def _validate(recipe: Recipe) -> None:
+    gen, train, ev = recipe.generate, recipe.train, recipe.evaluate
+    _check(bool(recipe.dataset.path.strip()), "dataset.path: empty; give a BEIR folder or a BEIR name (scifact)")
+    for key, value in (
+        ("dataset.max_train_queries", recipe.dataset.max_train_queries),
+        ("evaluate.corpus_sample", ev.corpus_sample),
+        ("evaluate.max_queries", ev.max_queries),
+        ("train.threads", train.threads),
+        ("train.retriever.max_steps", train.retriever.max_steps),
+        ("train.stage2.max_steps", train.stage2.max_steps),
+        ("train.reranker.max_steps", train.reranker.max_steps),
+    ):
+        _check(value is None or value > 0, f"{key}: must be a positive integer or null, got {value}")
+    for key, count in (
+        ("generate.retriever_queries", gen.retriever_queries),
+        ("generate.reranker_passages", gen.reranker_passages),
+    ):
+        _check(count >= 0, f"{key}: must be 0 or more, got {count}")
+    for key, count in (
+        ("llm.concurrency", recipe.llm.concurrency),
+        ("llm.max_tokens", recipe.llm.max_tokens),
+        ("generate.queries_per_passage", gen.queries_per_passage),
+        ("generate.reranker_candidates", gen.reranker_candidates),
+        ("generate.preferences.queries", gen.preferences.queries),
+        ("train.retriever.batch_size", train.retriever.batch_size),
+        ("train.stage2.batch_size", train.stage2.batch_size),
+        ("train.reranker.batch_size", train.reranker.batch_size),
+        ("serve.top_k", recipe.serve.top_k),
+        ("evaluate.rerank_depth", ev.rerank_depth),
+    ):
+        _check(count > 0, f"{key}: must be a positive integer, got {count}")
+    _check(
+        gen.preferences.top_k >= 2,
+        f"generate.preferences.top_k: needs 2 or more candidates, got {gen.preferences.top_k}",
+    )
+    _check(train.reranker.group_size >= 2, "train.reranker.group_size: 1 positive + at least 1 negative: use 2 or more")
+    for key, epochs in (
+        ("train.retriever.epochs", train.retriever.epochs),
+        ("train.stage2.epochs", train.stage2.epochs),
+        ("train.reranker.epochs", train.reranker.epochs),
+    ):
+        _check(epochs > 0, f"{key}: must be positive, got {epochs}")
+    _check(0 <= train.retriever.dev_fraction < 1, "train.retriever.dev_fraction: use a fraction in [0, 1)")
+    _check(
+        gen.retriever_queries > 0 or train.retriever.add_gold_pairs,
+        "stage 1 has nothing to train on: set generate.retriever_queries > 0 or train.retriever.add_gold_pairs: true",
+    )
+    if train.stage2.enabled:
+        _check(
+            train.stage2.loss == "plackett_luce" or train.stage2.kl_weight == 0,
+            "train.stage2.kl_weight: the KL term belongs to the plackett_luce loss; set it to 0 for bradley_terry",
+        )
+        _check(train.stage2.kl_weight >= 0, "train.stage2.kl_weight: must be 0 or more")
+        _check(
+            gen.preferences.judge != "reranker" or train.reranker.enabled,
+            "generate.preferences.judge is 'reranker' but train.reranker.enabled is false; enable the reranker or "
+            "use judge: llm | embedder",
+        )
+    if recipe.serve.store == "opensearch":
+        _check(bool(recipe.serve.url), "serve.url: the opensearch store needs a URL, e.g. http://localhost:9200")
+    if recipe.serve.reranker == "always":
+        _check(train.reranker.enabled, "serve.reranker is 'always' but train.reranker.enabled is false")
+    _check(bool(ev.systems), "evaluate.systems: list at least one system, e.g. [bm25, zero-shot, trained]")
+    _check(len(set(ev.systems)) == len(ev.systems), f"evaluate.systems: a system is listed twice: {ev.systems}")
+    for name in ev.systems:
+        if ":" in name:
+            continue  # a raw SPEC: checked by the evaluation before any work
+        _check(
+            name in SYSTEM_ALIASES,
+            f"evaluate.systems: unknown system {name!r}; use one of {', '.join(SYSTEM_ALIASES)} or a SPEC "
+            "(dense:DIR, bm25+rerank:DIR, ...)",
+        )
+        _check(
+            not name.endswith("+rerank") or train.reranker.enabled,
+            f"evaluate.systems: {name!r} needs the reranker; enable train.reranker or drop it from the list",
+        )
+    _check(
+        ev.baseline in ev.systems,
+        f"evaluate.baseline: {ev.baseline!r} is not in evaluate.systems ({', '.join(ev.systems)})",
+    )
+    _check(bool(ev.metrics), "evaluate.metrics: list at least one metric, e.g. [nDCG@10, R@100, RR@10]")

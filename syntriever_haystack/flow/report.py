@@ -1,0 +1,209 @@
+"""The run's report: ``report/report.md`` and ``report/summary.json``, and what the terminal shows at the end."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from syntriever_haystack.flow.context import FlowContext
+from syntriever_haystack.flow.evaluation import results_table
+
+if TYPE_CHECKING:
+    from syntriever_haystack.flow.runner import RunSummary
+
+
+def steps_table(summary: RunSummary) -> str:
+    """Markdown: step, status, seconds."""
+    lines = ["| step | status | seconds | note |", "|---|---|---:|---|"]
+    for record in summary.steps:
+        seconds = f"{record.seconds:.1f}" if record.status in ("ran", "resumed", "failed") else "—"
+        note = record.reason if record.status != "failed" else record.reason.splitlines()[0][:100]
+        lines.append(f"| {record.name} | {record.status} | {seconds} | {note} |")
+    lines.append(f"| **total** | | **{summary.seconds:.1f}** | |")
+    return "\n".join(lines)
+
+
+def _evaluation_text(evaluation: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**{evaluation['dataset']} · {evaluation['split']} · {evaluation['queries']} queries · "
+        f"{evaluation['documents']:,} documents**",
+        "",
+    ]
+    if evaluation.get("sampled_corpus"):
+        lines += [
+            f"> **Sampled corpus**: {evaluation['documents']:,} of {evaluation['full_corpus']:,} documents (every "
+            "judged-relevant document of the evaluated queries plus random others). Scores are higher than on the "
+            "full corpus; compare the systems with each other. Set `evaluate.corpus_sample: null` for the full corpus.",
+            "",
+        ]
+    lines.append(results_table(evaluation["rows"], evaluation["metrics"], evaluation["baseline"], evaluation["alpha"]))
+    lines += [
+        "",
+        f"Δ and p: paired {evaluation['test']} against `{evaluation['baseline']}` over the queries, Holm-adjusted over "
+        f"the compared systems; ▲/▼ significant at p < {evaluation['alpha']}. RR@10 is MRR@10. Bold: best.",
+    ]
+    other = [m for m in evaluation["metrics"][1:]]
+    if other:
+        lines += ["", "| system | " + " | ".join(f"Δ {m} (p)" for m in other) + " |", "|---|" + "---:|" * len(other)]
+        for row in evaluation["rows"]:
+            if row["baseline"]:
+                continue
+            cells = [f"{row['delta'][m]:+.4f} ({row['p_holm'][m]:.3g})" if m in row["delta"] else "—" for m in other]
+            lines.append(f"| `{row['system']}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _answer_text(answer: dict[str, Any]) -> list[str]:
+    lines = [f"**Query**: {answer['query']}", "", f"Answered by `{answer['pipeline']}` — {answer['reason']}.", ""]
+    for rank, doc in enumerate(answer["documents"], start=1):
+        mark = " ✓ relevant" if doc.get("relevant") else ""
+        score = "" if doc.get("score") is None else f" ({doc['score']:.3f})"
+        title = f"**{doc['title']}** — " if doc.get("title") else ""
+        lines.append(f"{rank}. `{doc['id']}`{score}{mark}: {title}{doc['text']}")
+    if answer.get("query_id") is not None:
+        if any(doc.get("relevant") for doc in answer["documents"]):
+            lines += ["", "✓ = judged relevant for this query in the evaluation split."]
+        else:
+            lines += ["", "None of these is judged relevant for this query in the evaluation split."]
+    return lines
+
+
+def _files(ctx: FlowContext) -> list[str]:
+    layout = ctx.layout
+    rel = lambda p: p.relative_to(ctx.out).as_posix()  # noqa: E731
+    entries = [
+        ("models (ONNX)", [layout.retriever_onnx, layout.reranker_onnx, layout.base_onnx]),
+        ("pipelines (YAML)", [layout.indexing_yaml, layout.query_yaml, layout.query_rerank_yaml]),
+        (
+            "data (JSONL)",
+            [
+                layout.gen_retriever / "retriever.jsonl",
+                layout.gen_reranker / "reranker.jsonl",
+                layout.gen_preferences / "preferences.jsonl",
+                layout.document_store,
+            ],
+        ),
+        ("report", [layout.report / "report.md", layout.report / "summary.json", layout.report / "results.png"]),
+    ]
+    lines = []
+    for label, paths in entries:
+        present = [f"`{rel(p)}`" for p in paths if p.exists()]
+        if present:
+            lines.append(f"- {label}: " + ", ".join(present))
+    return lines
+
+
+def report_markdown(ctx: FlowContext, summary: RunSummary) -> str:
+    """The whole report as Markdown."""
+    recipe, results = ctx.recipe, summary.results
+    lines = [f"# syntriever run: {recipe.name}", ""]
+    data = results.get("data")
+    if data:
+        lines += [
+            f"Dataset `{data['name']}` ({data['documents']:,} documents; {data['train_queries']:,} training queries "
+            f"from `{recipe.dataset.train_split}`, {data['eval_queries']:,} evaluation queries from "
+            f"`{recipe.dataset.eval_split}`). Base model `{recipe.train.base_model}`, LLM `{recipe.llm.spec}`, "
+            f"store `{recipe.serve.store}`.",
+            "",
+        ]
+    lines += ["## What was built", ""]
+    built = []
+    if "generate-retriever" in results:
+        g = results["generate-retriever"]
+        built.append(
+            f"- stage-1 synthetic examples: {g['records']} for {g['items']} training queries (judge `{g['judge']}`)"
+        )
+    if "generate-reranker" in results:
+        g = results["generate-reranker"]
+        built.append(f"- reranker groups: {g['groups']} from {g['passages']} passages (judge `{g['judge']}`)")
+    if "generate-preferences" in results:
+        g = results["generate-preferences"]
+        built.append(f"- stage-2 preferences: {g['records']} over {g['queries']} queries (judge `{g['judge']}`)")
+    for name, label in (
+        ("train-retriever", "retriever stage 1"),
+        ("train-stage2", "retriever stage 2"),
+        ("train-reranker", "LCE reranker"),
+    ):
+        if name in results:
+            t = results[name]
+            line = f"- {label}: {t.get('train_examples')} examples, {t.get('steps')} steps, {t.get('seconds')} s"
+            built.append(line + (f" — {ctx.short(str(t['source']))}" if t.get("source") else ""))
+    lines += built or ["- (nothing yet)"]
+    lines += [""]
+    if "evaluate" in results:
+        lines += ["## Results", "", *_evaluation_text(results["evaluate"]), ""]
+        if (ctx.layout.report / "results.png").exists():
+            lines += ["![results](results.png)", ""]
+    if "answer" in results:
+        lines += ["## Sample query", "", *_answer_text(results["answer"]), ""]
+    lines += ["## Steps", "", steps_table(summary), ""]
+    if summary.warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in summary.warnings), ""]
+    lines += ["## Files", "", *_files(ctx), ""]
+    lines += ["## Use it", "", *_usage(ctx), ""]
+    return "\n".join(lines)
+
+
+def _usage(ctx: FlowContext) -> list[str]:
+    out = ctx.out.as_posix()
+    load = (
+        f'load_memory_store("{out}/data/document_store.json")  # fills the in-memory index the pipeline reads'
+        if ctx.recipe.serve.store == "memory"
+        else "# the OpenSearch index is already filled; credentials come from OPENSEARCH_USERNAME / PASSWORD"
+    )
+    return [
+        "```python",
+        "from syntriever_haystack.serve.memory_store import load_memory_store",
+        "from syntriever_haystack.serve.pipelines import load_pipeline, run_query",
+        "",
+        load,
+        f'pipeline = load_pipeline("{out}/pipelines/query.yaml")'
+        + ("  # or query-rerank.yaml" if ctx.layout.query_rerank_yaml.is_file() else ""),
+        'for doc in run_query(pipeline, "your question"):',
+        "    print(doc.score, doc.content[:80])",
+        "```",
+        "",
+        f"Index more documents with `{out}/pipelines/indexing.yaml`; rerun `syntriever run {out}/recipe.yaml --out "
+        f"{out}` after changing a setting: only the affected steps run again.",
+    ]
+
+
+def write_reports(ctx: FlowContext, summary: RunSummary) -> None:
+    """Write ``report/report.md`` and ``report/summary.json``."""
+    layout = ctx.layout
+    layout.report.mkdir(parents=True, exist_ok=True)
+    (layout.report / "report.md").write_text(report_markdown(ctx, summary), encoding="utf-8")
+    evaluation = summary.results.get("evaluate") or {}
+    data = {
+        "recipe": ctx.recipe.name,
+        "complete": summary.complete,
+        "seconds": round(summary.seconds, 1),
+        "steps": {r.name: {"status": r.status, "seconds": round(r.seconds, 1)} for r in summary.steps},
+        "results": {row["system"]: row["means"] for row in evaluation.get("rows", [])},
+        "delta_vs_baseline": {
+            row["system"]: {"delta": row["delta"], "p_holm": row["p_holm"]}
+            for row in evaluation.get("rows", [])
+            if not row["baseline"]
+        },
+        "baseline": evaluation.get("baseline"),
+        "evaluation": {k: v for k, v in evaluation.items() if k not in ("rows",)},
+        "answer": summary.results.get("answer"),
+        "warnings": summary.warnings,
+    }
+    (layout.report / "summary.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def print_summary(ctx: FlowContext, summary: RunSummary) -> None:
+    """Steps table, results table and the sample answer on stdout."""
+    out = sys.stdout
+    print("\n## Steps\n", file=out)
+    print(steps_table(summary), file=out)
+    if "evaluate" in summary.results:
+        print("\n## Results\n", file=out)
+        print("\n".join(_evaluation_text(summary.results["evaluate"])), file=out)
+    if "answer" in summary.results:
+        print("\n## Sample query\n", file=out)
+        print("\n".join(_answer_text(summary.results["answer"])), file=out)
+    print(f"\nreport: {ctx.layout.report / 'report.md'}", file=out)
+    out.flush()

@@ -1,0 +1,409 @@
+"""The end-to-end flow (`syntriever run` / `quickstart`) on a tiny corpus, tiny local models and a scripted LLM.
+
+One run of every step is shared by the module (a few seconds of tiny training and ONNX export); the other tests
+copy its output folder and check what a second run skips, what a changed setting reruns, how a crash resumes,
+and the recipe's validation and round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
+
+from haystack.dataclasses import ChatMessage, ChatRole
+
+from syntriever_haystack.cli import main
+from syntriever_haystack.data.beir import load_beir
+from syntriever_haystack.flow import FlowRunner, RecipeError, dump_recipe, load_recipe, quickstart_recipe
+from syntriever_haystack.flow.context import FlowError
+from syntriever_haystack.flow.evaluation import Models, sample_corpus, system_spec
+from syntriever_haystack.flow.recipe import recipe_from_dict
+from syntriever_haystack.flow.runner import RunSummary
+from syntriever_haystack.flow.steps import STEP_NAMES, STEPS
+from tests.conftest import ROOT, WORDS, build_tiny_bert
+from tests.support.scripted_llm import answer_for
+
+ALPHA = [w for w in WORDS if w.isalpha() and len(w) > 2]
+ALL_STEPS = set(STEP_NAMES)
+
+
+class ScriptedChat:
+    """A chat generator answering syntriever's prompts from word overlap (tests.support.scripted_llm)."""
+
+    model = "scripted-llm"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, messages: list[ChatMessage], generation_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.calls += 1
+        system = next((m.text or "" for m in messages if m.role == ChatRole.SYSTEM), "")
+        user = next((m.text or "" for m in reversed(messages) if m.role == ChatRole.USER), "")
+        return {"replies": [ChatMessage.from_assistant(answer_for(system, user, self.calls)[1])]}
+
+
+def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_tiny_beir(folder: Path, *, n_docs: int = 40, n_train: int = 16, n_test: int = 8, seed: int = 0) -> Path:
+    """Documents of 16 words from the tiny vocabulary; each query is 4 words of its one relevant document."""
+    rng = random.Random(seed)
+    docs = {f"d{i}": " ".join(rng.choices(ALPHA, k=16)) for i in range(n_docs)}
+    queries = {f"q{i}": " ".join(docs[f"d{i}"].split()[:4]) for i in range(n_train + n_test)}
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    _jsonl(folder / "corpus.jsonl", [{"_id": d, "title": "", "text": t} for d, t in docs.items()])
+    _jsonl(folder / "queries.jsonl", [{"_id": q, "text": t} for q, t in queries.items()])
+    header = "query-id\tcorpus-id\tscore\n"
+    (folder / "qrels" / "train.tsv").write_text(header + "".join(f"q{i}\td{i}\t1\n" for i in range(n_train)))
+    (folder / "qrels" / "test.tsv").write_text(
+        header + "".join(f"q{i}\td{i}\t1\n" for i in range(n_train, n_train + n_test))
+    )
+    return folder
+
+
+def tiny_recipe(dataset: Path, base: Path, **overrides: Any) -> dict[str, Any]:
+    """Every step on: stage 1 + stage 2 + reranker, scripted LLM judge, tiny budgets."""
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "dataset": {"path": str(dataset)},
+        "generate": {
+            "judge": "llm",
+            "retriever_queries": 4,
+            "reranker_passages": 4,
+            "queries_per_passage": 2,
+            "reranker_candidates": 6,
+            "min_words": 3,
+            "preferences": {"queries": 6, "top_k": 3, "retriever": "stage1", "judge": "embedder", "margin": 0.0},
+        },
+        "train": {
+            "base_model": str(base),
+            "retriever": {"batch_size": 8, "learning_rate": 5e-4, "query_max_length": 32, "passage_max_length": 48},
+            "stage2": {"enabled": True, "batch_size": 4, "learning_rate": 5e-4},
+            "reranker": {
+                "enabled": True,
+                "epochs": 1.0,
+                "batch_size": 4,
+                "group_size": 3,
+                "max_length": 64,
+                "learning_rate": 5e-4,
+            },
+        },
+        "serve": {"index": f"flow-test-{uuid.uuid4().hex[:8]}", "top_k": 3},
+        "evaluate": {
+            "corpus_sample": 30,
+            "cache": False,
+            "rerank_depth": 5,
+            "systems": ["bm25", "zero-shot", "trained", "hybrid", "hybrid+rerank"],
+        },
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return data
+
+
+def run_flow(recipe: dict[str, Any], out: Path, **kwargs: Any) -> RunSummary:
+    return FlowRunner(recipe_from_dict(recipe), out, generator_factory=lambda llm: ScriptedChat(), quiet=True).run(
+        **kwargs
+    )
+
+
+def statuses(summary: RunSummary) -> dict[str, str]:
+    return {record.name: record.status for record in summary.steps}
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("flow")
+    return {
+        "root": root,
+        "dataset": write_tiny_beir(root / "tiny-beir"),
+        "base": build_tiny_bert(root / "tiny-base", kind="bi-encoder"),
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(assets: dict[str, Path]) -> tuple[dict[str, Any], Path, RunSummary]:
+    recipe = tiny_recipe(assets["dataset"], assets["base"])
+    out = assets["root"] / "run"
+    return recipe, out, run_flow(recipe, out)
+
+
+def copy_run(first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    recipe, out, _ = first_run
+    target = tmp_path / "run"
+    shutil.copytree(out, target, symlinks=True)
+    return json.loads(json.dumps(recipe)), target
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+def test_tiny_recipe_runs_every_step_and_writes_the_outputs(first_run: tuple[dict[str, Any], Path, RunSummary]) -> None:
+    _, out, summary = first_run
+    assert summary.complete
+    assert statuses(summary) == dict.fromkeys(STEP_NAMES, "ran")
+    for model in ("base-onnx", "retriever-onnx", "reranker-onnx", "stage1-onnx"):
+        assert (out / "models" / model / "syntriever.json").is_file(), model
+    for pipeline in ("indexing", "query", "query-rerank"):
+        assert yaml.safe_load((out / "pipelines" / f"{pipeline}.yaml").read_text())["components"]
+    for data in ("retriever/retriever.jsonl", "reranker/reranker.jsonl", "preferences/preferences.jsonl"):
+        assert (out / "data" / data).stat().st_size > 0, data
+    assert (out / "data" / "document_store.json").is_file()
+    assert not list((out / "training").glob("*/checkpoints"))  # dropped once a training step is done
+    for report in ("report.md", "summary.json", "results.png", "evaluation/results.json"):
+        assert (out / "report" / report).is_file(), report
+    assert load_recipe(out / "recipe.yaml") == recipe_from_dict(first_run[0])
+
+    results = summary.results
+    assert results["generate-retriever"]["records"] > 0
+    assert results["generate-reranker"]["groups"] > 0
+    assert results["generate-preferences"]["records"] > 0
+    assert results["train-stage2"]["steps"] > 0
+    assert results["index"]["documents"] == 30  # the sampled evaluation corpus
+    rows = {row["system"]: row for row in results["evaluate"]["rows"]}
+    assert set(rows) == {"bm25", "zero-shot", "trained", "hybrid", "hybrid+rerank"}
+    assert rows["zero-shot"]["baseline"]
+    assert "nDCG@10" in rows["trained"]["delta"]
+    assert results["evaluate"]["sampled_corpus"]
+    assert results["evaluate"]["reused_index_embeddings"]
+    answer = results["answer"]
+    assert answer["query_id"] in {f"q{i}" for i in range(16, 24)}
+    assert 0 < len(answer["documents"]) <= 3
+
+    report = (out / "report" / "report.md").read_text()
+    assert "Sampled corpus" in report
+    assert "`hybrid+rerank`" in report
+    assert "## Sample query" in report
+    flow = json.loads((out / "flow.json").read_text())
+    assert [s["step"] for s in flow["steps"]] == list(STEP_NAMES)
+    assert flow["complete"]
+    summary_json = json.loads((out / "report" / "summary.json").read_text())
+    assert set(summary_json["results"]) == set(rows)
+    assert summary_json["baseline"] == "zero-shot"
+
+
+def test_the_reused_index_embeddings_equal_what_the_evaluation_computes(
+    first_run: tuple[dict[str, Any], Path, RunSummary],
+) -> None:
+    """The trained retriever's row is the same whether its corpus embeddings come from the index or are computed."""
+    from syntriever_haystack.evaluate import evaluate_systems
+
+    recipe, out, summary = first_run
+    dataset = sample_corpus(load_beir(recipe["dataset"]["path"], "test"), 30, seed=recipe_from_dict(recipe).seed)
+    precision = summary.results["export-retriever"]["precision"]
+    spec = f"dense:{(out / 'models' / 'retriever-onnx').resolve()}?precision={precision}"
+    fresh = evaluate_systems(dataset, [spec], metrics=["nDCG@10", "R@100", "RR@10"], progress=False)
+    row = next(r for r in summary.results["evaluate"]["rows"] if r["system"] == "trained")
+    assert fresh.systems[0].means == pytest.approx(row["means"], abs=1e-6)
+
+
+def test_second_run_skips_every_step(first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path) -> None:
+    recipe, out = copy_run(first_run, tmp_path)
+    recipe["dataset"]["path"] = os.path.relpath(recipe["dataset"]["path"])  # the same folder, spelled differently
+    summary = run_flow(recipe, out)
+    assert statuses(summary) == dict.fromkeys(STEP_NAMES, "skipped")
+    assert summary.results["evaluate"]["rows"] == first_run[2].results["evaluate"]["rows"]
+    assert summary.seconds < 5
+
+
+def test_a_changed_training_setting_reruns_training_and_downstream_only(
+    first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path
+) -> None:
+    recipe, out = copy_run(first_run, tmp_path)
+    recipe["train"]["retriever"]["learning_rate"] = 1e-4
+    summary = run_flow(recipe, out)
+    ran = {name for name, status in statuses(summary).items() if status == "ran"}
+    assert ran == {
+        "train-retriever",
+        "generate-preferences",
+        "train-stage2",
+        "export-retriever",
+        "pipelines",
+        "index",
+        "evaluate",
+        "answer",
+    }
+    assert statuses(summary)["generate-retriever"] == "skipped"
+    assert statuses(summary)["train-reranker"] == "skipped"
+
+
+def test_a_crash_keeps_earlier_stamps_and_the_next_run_resumes_the_failed_step(
+    first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path
+) -> None:
+    recipe, out = copy_run(first_run, tmp_path)
+    recipe["evaluate"]["rerank_depth"] = 4  # evaluate (and answer) must rerun
+    seen: list[bool] = []
+
+    def crash(ctx: Any, resume: bool) -> dict[str, Any]:
+        seen.append(resume)
+        raise RuntimeError("killed mid-step")
+
+    runner = FlowRunner(recipe_from_dict(recipe), out, generator_factory=lambda llm: ScriptedChat(), quiet=True)
+    runner.steps = tuple(dataclasses.replace(s, run=crash) if s.name == "evaluate" else s for s in STEPS)
+    with pytest.raises(RuntimeError, match="killed mid-step"):
+        runner.run()
+    assert seen == [False]
+    stamp = json.loads((out / ".flow" / "evaluate.json").read_text())
+    assert stamp["status"] == "running"
+    flow = json.loads((out / "flow.json").read_text())
+    assert flow["steps"][-1] == {
+        "step": "evaluate",
+        "status": "failed",
+        "seconds": pytest.approx(0, abs=5),
+        "reason": "killed mid-step",
+    }
+    assert json.loads((out / ".flow" / "pipelines.json").read_text())["status"] == "done"
+
+    resumed: list[bool] = []
+    original = next(s for s in STEPS if s.name == "evaluate").run
+
+    def spy(ctx: Any, resume: bool) -> dict[str, Any]:
+        resumed.append(resume)
+        return original(ctx, resume)
+
+    runner = FlowRunner(recipe_from_dict(recipe), out, generator_factory=lambda llm: ScriptedChat(), quiet=True)
+    runner.steps = tuple(dataclasses.replace(s, run=spy) if s.name == "evaluate" else s for s in STEPS)
+    summary = runner.run()
+    assert resumed == [True]
+    result = statuses(summary)
+    assert result["evaluate"] == "resumed"
+    assert result["answer"] == "ran"
+    assert {result[name] for name in STEP_NAMES if name not in ("evaluate", "answer")} == {"skipped"}
+
+
+def test_force_step_and_until(first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path) -> None:
+    recipe, out = copy_run(first_run, tmp_path)
+    summary = run_flow(recipe, out, force_steps=["index"], until="evaluate")
+    result = statuses(summary)
+    assert result["index"] == "ran"
+    assert result["evaluate"] == "ran"
+    assert "answer" not in result
+    assert result["export-retriever"] == "skipped"
+    assert not summary.complete
+    with pytest.raises(FlowError, match="unknown step 'indexing'"):
+        run_flow(recipe, out, until="indexing")
+
+
+# -------------------------------------------------------------------------------------------------- recipe
+def test_default_recipe_round_trips_and_matches_the_shipped_files() -> None:
+    recipe = quickstart_recipe()
+    assert load_recipe(None) == recipe
+    assert recipe_from_dict(yaml.safe_load(dump_recipe(recipe))) == recipe
+    shipped = load_recipe(ROOT / "recipes" / "quickstart.yaml")
+    assert shipped == recipe
+    full = load_recipe(ROOT / "recipes" / "scifact-full.yaml")
+    assert full.train.stage2.enabled
+    assert full.evaluate.corpus_sample is None
+    assert recipe_from_dict(yaml.safe_load(dump_recipe(full))) == full
+    medium = quickstart_recipe(budget="medium", llm="openai:gpt-4o-mini", opensearch_url="http://localhost:9200")
+    assert medium.generate.retriever_queries > recipe.generate.retriever_queries
+    assert medium.llm.spec == "openai:gpt-4o-mini"
+    assert medium.serve.store == "opensearch"
+    assert medium.generate.judge == "llm"
+    assert recipe.generate.judge == "embedder"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"train": {"retriever": {"epochz": 2}}}, r"train\.retriever\.epochz: unknown key \(did you mean 'epochs'\?\)"),
+        ({"serve": {"store": "elastic"}}, r"serve\.store: 'elastic' is not allowed; use one of: memory, opensearch"),
+        ({"train": {"retriever": {"epochs": "two"}}}, r"train\.retriever\.epochs: expected a number, got 'two'"),
+        ({"generate": {"use_cot": "yes"}}, r"generate\.use_cot: expected true or false"),
+        ({"evaluate": {"systems": ["bm25", "dense-trained"]}}, r"evaluate\.systems: unknown system 'dense-trained'"),
+        ({"evaluate": {"baseline": "hybrid", "systems": ["bm25"]}}, r"evaluate\.baseline: 'hybrid' is not in"),
+        ({"serve": {"store": "opensearch"}}, r"serve\.url: the opensearch store needs a URL"),
+        (
+            {"train": {"stage2": {"enabled": True}, "reranker": {"enabled": False}}},
+            r"generate\.preferences\.judge is 'reranker' but train\.reranker\.enabled is false",
+        ),
+        ({"llm": {"concurrency": 0}}, r"llm\.concurrency: must be a positive integer, got 0"),
+        ([1, 2], r"a recipe is a mapping"),
+    ],
+)
+def test_recipe_errors_name_the_key_and_the_fix(data: Any, expected: str) -> None:
+    with pytest.raises(RecipeError, match=expected):
+        recipe_from_dict(data)
+
+
+def test_recipe_file_errors_name_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset:\n  pth: x\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml: dataset\.pth: unknown key .*allowed keys here: path"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_cli_recipe_dump_check_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["recipe", "dump", "--dataset", "nfcorpus"]) == 0
+    dumped = capsys.readouterr().out
+    recipe = recipe_from_dict(yaml.safe_load(dumped))
+    assert recipe.dataset.path == "nfcorpus"
+    assert recipe == quickstart_recipe(dataset="nfcorpus")
+    path = tmp_path / "r.yaml"
+    path.write_text(dumped)
+    assert main(["recipe", "check", str(path)]) == 0
+    path.write_text("evaluate:\n  test: z-test\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert (
+        "evaluate.test: 'z-test' is not allowed; use one of: t-test, permutation, bootstrap" in capsys.readouterr().err
+    )
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def test_sampled_corpus_keeps_every_relevant_document(assets: dict[str, Path]) -> None:
+    dataset = load_beir(assets["dataset"], "test")
+    sampled = sample_corpus(dataset, 20, seed=1)
+    relevant = {d for judged in dataset.qrels.values() for d in judged}
+    assert len(sampled.corpus) == 20
+    assert relevant <= set(sampled.corpus)
+    assert list(sampled.corpus) == [d for d in dataset.corpus if d in sampled.corpus]  # corpus order kept
+    assert sample_corpus(dataset, 20, seed=1).corpus.keys() == sampled.corpus.keys()
+    assert "sampled corpus: 20 of 40 documents" in sampled.warnings[-1]
+    assert sample_corpus(dataset, 1000, seed=1) is dataset
+
+
+def test_system_aliases_become_specs() -> None:
+    models = Models(Path("/m/base"), Path("/m/ret"), Path("/m/rr"), "int8", "fp32", "int8", 192, 20)
+    assert system_spec("bm25", models) == "bm25"
+    assert system_spec("zero-shot", models) == "dense:/m/base?precision=int8"
+    assert system_spec("trained", models) == "dense:/m/ret?precision=fp32"
+    assert system_spec("hybrid+rerank", models) == (
+        "hybrid:/m/ret?precision=fp32+rerank:/m/rr?top_k=20&precision=int8&max_length=192"
+    )
+    assert system_spec("dense:/x?precision=int8", models) == "dense:/x?precision=int8"
+    assert system_spec("bm25+rerank:/x", models) == "bm25+rerank:/x"
+
+
+@pytest.mark.loopback
+def test_an_openai_compatible_llm_serves_both_generation_steps(
+    assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--llm openai:MODEL --api-base-url URL`: one OpenAI generator shared by two steps (two event loops)."""
+    from tests.support.fake_openai import FakeOpenAIServer
+    from tests.support.scripted_llm import syntriever_responder
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with FakeOpenAIServer(syntriever_responder) as server:
+        recipe = tiny_recipe(
+            assets["dataset"], assets["base"], llm={"spec": "openai:fake-model", "api_base_url": server.url}
+        )
+        summary = FlowRunner(recipe_from_dict(recipe), tmp_path / "run", quiet=True).run(until="generate-reranker")
+    assert summary.results["generate-retriever"]["records"] == 4
+    assert summary.results["generate-reranker"]["groups"] > 0
+    assert summary.results["generate-retriever"]["llm"] == "fake-model"
