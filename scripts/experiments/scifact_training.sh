@@ -64,3 +64,24 @@ $S evaluate --dataset "$DATA" --split test "${ARGS[@]}" --baseline "dense:models
 # significance against the gold-only baseline too (from the per-query values, no recomputation)
 .venv/bin/python scripts/experiments/significance.py results/scifact-training/results.json \
   --baseline "dense:models/scifact-gold-onnx?precision=int8"
+
+# ---- round 2 (docs/training.md "Second round"): reranker with gold groups, top-100 reranking, stage 2 judged by it
+if [ "${ROUND2:-1}" = "1" ]; then
+  $S train reranker --data runs/gen/scifact-reranker/reranker.jsonl --add-gold-groups --dataset "$DATA" --split train \
+    --gold-negatives bm25 --gold-candidates 30 --max-length 192 --epochs 1 --lr 6e-5 --batch-size 8 \
+    --checkpoint-steps 10 --no-eval-at-start --out models/scifact-reranker2
+  [ -d models/scifact-reranker2-onnx ] || $S export models/scifact-reranker2 models/scifact-reranker2-onnx
+  $S generate preferences --dataset "$DATA" --split train --max-queries 400 \
+    --retriever "dense:models/scifact-stage1-onnx?precision=int8" --top-k 5 \
+    --judge "ranker:models/scifact-reranker2-onnx?margin=0.05&precision=int8" --out runs/gen/scifact-preferences-r2 --quiet
+  $S train retriever --stage 2 --base models/scifact-stage1 --data runs/gen/scifact-preferences-r2/preferences.jsonl \
+    "${COMMON[@]}" --epochs 1 --loss plackett_luce --kl-weight 0.1 --no-eval-at-start --out models/scifact-stage2-r2-pl-kl
+  [ -d models/scifact-stage2-r2-pl-kl-onnx ] || $S export models/scifact-stage2-r2-pl-kl models/scifact-stage2-r2-pl-kl-onnx
+  R2="rerank:models/scifact-reranker2-onnx?precision=int8&max_length=192"
+  S1="dense:models/scifact-stage1-onnx?precision=int8"
+  $S evaluate --dataset "$DATA" --split test --baseline "dense:models/minilm-onnx?precision=int8" \
+    --system bm25 --system "dense:models/minilm-onnx?precision=int8" --system "dense:models/scifact-gold-onnx?precision=int8" \
+    --system "$S1" --system "dense:models/scifact-stage2-r2-pl-kl-onnx?precision=int8" \
+    --system "hybrid:models/minilm-onnx?precision=int8" --system "hybrid:models/scifact-stage1-onnx?precision=int8" \
+    --system "$S1+$R2" --system "bm25+$R2" --output-dir results/scifact-training-round2
+fi
