@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args
 
 if TYPE_CHECKING:
     from haystack import Document, Pipeline
 
-    from syntriever_haystack.opensearch.connection import OpenSearchConnection
 
 DEFAULT_INDEX = "syntriever"
 BATCH_DOCUMENTS = 256
@@ -42,17 +42,6 @@ def _store_path(args: argparse.Namespace) -> Path:
         raise SyntrieverError(f"--index {args.index!r} is not a valid store name; pass --store-path FILE instead.")
     root = Path(os.environ.get("SYNTRIEVER_CACHE", Path.home() / ".cache" / "syntriever")).expanduser()
     return root / "stores" / f"{args.index}.json"
-
-
-def _connection(args: argparse.Namespace) -> OpenSearchConnection:
-    from syntriever_haystack.opensearch.connection import DEFAULT_URL, OpenSearchConnection
-
-    url = args.opensearch_url or os.environ.get("OPENSEARCH_URL") or DEFAULT_URL
-    if args.no_verify_certs:
-        print("warning: TLS certificate verification is off (--no-verify-certs)", file=sys.stderr)
-    return OpenSearchConnection(
-        url=url, verify_certs=not args.no_verify_certs, ca_certs=args.ca_certs, timeout=args.timeout
-    )
 
 
 def _beir_documents(args: argparse.Namespace) -> list[Document]:
@@ -184,7 +173,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
         from syntriever_haystack.opensearch.index import reindex_via_alias
         from syntriever_haystack.opensearch.store import opensearch_document_store
 
-        connection = _connection(args)
+        connection = connection_from_args(args)
         summary["url"] = connection.url
         with opensearch_errors(connection.url):
             if args.alias:
@@ -280,7 +269,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from syntriever_haystack.opensearch.errors import opensearch_errors
         from syntriever_haystack.opensearch.store import opensearch_document_store
 
-        connection = _connection(args)
+        connection = connection_from_args(args)
         with opensearch_errors(connection.url):
             os_store = opensearch_document_store(connection, args.index, metadata, create=False)
             documents = run_query(query_pipeline(os_store, args.model, args.ranker, **options), args.query)
@@ -329,19 +318,7 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="in-memory store file (default: $SYNTRIEVER_CACHE/stores/NAME.json, ~/.cache/syntriever/...)",
     )
-    group.add_argument(
-        "--opensearch-url",
-        metavar="URL",
-        help="OpenSearch URL (default: $OPENSEARCH_URL or http://localhost:9200); credentials only from "
-        "OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD",
-    )
-    group.add_argument(
-        "--no-verify-certs",
-        action="store_true",
-        help="do not verify TLS certificates (only for a local cluster with a self-signed certificate)",
-    )
-    group.add_argument("--ca-certs", metavar="FILE", help="CA bundle for a private certificate authority")
-    group.add_argument("--timeout", type=int, default=60, help="OpenSearch request timeout in seconds (default 60)")
+    add_connection_arguments(group, timeout=60)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

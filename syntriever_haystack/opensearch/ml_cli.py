@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -60,7 +60,6 @@ def _parse_field_map(pairs: list[str]) -> dict[str, str]:
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from syntriever_haystack.opensearch.connection import OpenSearchConnection
     from syntriever_haystack.opensearch.errors import opensearch_errors
     from syntriever_haystack.opensearch.ml_commons import MLCommonsClient
     from syntriever_haystack.serve.metadata import ModelMetadata
@@ -73,10 +72,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     if args.search_pipeline and "cross-encoder" not in kinds:
         raise SyntrieverError("--search-pipeline needs a cross-encoder EXPORTED_DIR (the rerank model).")
     _parse_field_map(args.field_map or [])  # validate before touching the cluster
-    url = args.opensearch_url or os.environ.get("OPENSEARCH_URL") or "http://localhost:9200"
-    connection = OpenSearchConnection(
-        url=url, verify_certs=not args.no_verify_certs, ca_certs=args.ca_certs, timeout=args.timeout
-    )
+    connection = connection_from_args(args)
     with opensearch_errors(connection.url):
         return _deploy(args, MLCommonsClient(connection.client(), poll_interval=args.poll_interval))
 
@@ -179,19 +175,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "for in-cluster embedding (ingest pipeline + neural queries) and/or a cross-encoder for the rerank processor.",
     )
     deploy.add_argument("models", nargs="+", metavar="EXPORTED_DIR", help="exported bi-encoder and/or cross-encoder")
-    deploy.add_argument(
-        "--opensearch-url",
-        metavar="URL",
-        help="OpenSearch URL (default: $OPENSEARCH_URL or http://localhost:9200); credentials only from "
-        "OPENSEARCH_USERNAME / OPENSEARCH_PASSWORD",
-    )
-    deploy.add_argument(
-        "--no-verify-certs",
-        action="store_true",
-        help="do not verify TLS certificates (only for a local cluster with a self-signed certificate)",
-    )
-    deploy.add_argument("--ca-certs", metavar="FILE", help="CA bundle for a private certificate authority")
-    deploy.add_argument("--timeout", type=int, default=120, help="request timeout in seconds (default 120)")
+    add_connection_arguments(deploy, timeout=120)
     _add_bundle_options(deploy)
     deploy.add_argument("--model-group", default="syntriever", help="model group name (created or reused)")
     deploy.add_argument(
