@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.unit)
 
 
+_TRUE_CONNECT = socket.socket.connect  # before any test patched it
+
+
 @pytest.fixture(autouse=True)
 def _block_network_in_unit_tests(request: pytest.FixtureRequest) -> object:
     """Unit tests run with sockets disabled (loopback Unix sockets stay allowed), like Haystack's own."""
@@ -60,7 +64,9 @@ def _block_network_in_unit_tests(request: pytest.FixtureRequest) -> object:
     try:
         yield
     finally:
+        # undo both kinds of restriction: enable_socket() alone leaves socket_allow_hosts' connect guard in place
         pytest_socket.enable_socket()
+        socket.socket.connect = _TRUE_CONNECT  # type: ignore[method-assign]
 
 
 def _write_vocab(path: Path) -> Path:

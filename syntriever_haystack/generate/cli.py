@@ -77,6 +77,12 @@ class _Run:
         from syntriever_haystack.generate.llm import LLMClient, LLMSettings
         from syntriever_haystack.generate.prompts import load_prompts
 
+        if args.structured_output and args.llm.partition(":")[0] == "local":
+            # the embedded model has no JSON-schema mode: every request would fail on the response_format
+            raise SyntrieverError(
+                "--structured-output needs an OpenAI(-compatible) model (--llm openai:MODEL); the local model's "
+                "plain-text answers are parsed tolerantly without it."
+            )
         self.args = args
         self.task = task
         self.out: Path = args.out

@@ -257,7 +257,10 @@ class LLMClient:
             self.generator.warm_up()
         self._warmed = True
 
-    def _request_kwargs(self, template: PromptTemplate | None, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    def request_kwargs(
+        self, template: PromptTemplate | None, overrides: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The generation parameters a request of ``template`` is sent with (prompt defaults < settings < overrides)."""
         kwargs: dict[str, Any] = dict(template.generation_kwargs) if template else {}
         kwargs.update(self.settings.generation_kwargs or {})
         kwargs.update(overrides or {})
@@ -279,6 +282,11 @@ class LLMClient:
         result = await (asyncio.wait_for(call, timeout) if timeout else call)
         replies = result.get("replies") or []
         return replies[0] if replies else None
+
+    async def _wait_for_cooldown(self) -> None:
+        """Sleep until a server-requested pause (``Retry-After``) has expired; it may be extended meanwhile."""
+        while (wait := self._cooldown_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * (2**attempt))
@@ -315,11 +323,11 @@ class LLMClient:
             kwargs.get(self.settings.max_tokens_param, kwargs.get("max_tokens", 256))
         )
         for attempt in range(self.settings.max_retries + 1):
-            wait = self._cooldown_until - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            await self._wait_for_cooldown()
             handle = await limiter.acquire(estimate)
             async with semaphore:
+                # a 429 with Retry-After may have arrived while this request waited for the limiter or a slot
+                await self._wait_for_cooldown()
                 try:
                     reply = await self._invoke(list(messages), dict(kwargs))
                 except Exception as error:
@@ -375,7 +383,7 @@ class LLMClient:
         """
         structured = self.settings.structured_output
         messages = template.render(variables, structured=structured)
-        base = self._request_kwargs(template, generation_kwargs)
+        base = self.request_kwargs(template, generation_kwargs)
         if structured:
             base["response_format"] = template.json_schema()
         failure = "empty"

@@ -16,7 +16,7 @@ from typing import Any
 
 from syntriever_haystack.generate.judges import Preference, PreferenceJudge
 from syntriever_haystack.generate.llm import LLMClient
-from syntriever_haystack.generate.records import stable_id
+from syntriever_haystack.generate.records import stable_id, utc_now
 from syntriever_haystack.generate.runner import ItemResult, LoopStats, process_items, provenance
 
 
@@ -101,7 +101,7 @@ class PreferenceGenerator:
                     "rejected": {"doc_id": rejected[0], "text": rejected[1], "rank": lose + 1},
                     "votes": verdict.votes,
                     "judge": verdict.judge,
-                    "provenance": self._provenance,
+                    "provenance": {**self._provenance, "created": utc_now()},
                 }
             )
         self._accounting.count_item("pairs_kept", len(result.records))

@@ -28,7 +28,7 @@ from syntriever_haystack.generate.filters import QueryFilter, normalize_text
 from syntriever_haystack.generate.judges import RelevanceJudge
 from syntriever_haystack.generate.llm import LLMClient
 from syntriever_haystack.generate.prompts import PromptTemplate
-from syntriever_haystack.generate.records import JsonlStore, stable_id
+from syntriever_haystack.generate.records import JsonlStore, stable_id, utc_now
 from syntriever_haystack.generate.runner import ItemResult, gather_answers, process_items, provenance
 
 QUERY_TYPES = ("question", "keywords", "claim")
@@ -112,9 +112,11 @@ class RerankerDataGenerator:
     async def generate_queries(self, passages: Sequence[PassageItem], output: Path) -> list[dict[str, Any]]:
         prompt = self.prompts["queries"]
         prov = provenance(self.client, [prompt], **self.extra_provenance)
+        decided: set[str] = set()  # ids of the queries an earlier run already wrote (accepted or rejected)
         if output.exists():  # resume: decisions already made stay made, duplicates are checked against them
             with JsonlStore(output) as existing:
                 for record in existing.records():
+                    decided.add(record["id"])
                     if not record.get("rejected"):
                         source = record["source_doc_id"]
                         text = self.passage_text(source) if source in self.corpus else None
@@ -135,6 +137,11 @@ class RerankerDataGenerator:
                 if not answer.ok:
                     result.failures.append({"step": answer.prompt, "sample": sample, "cause": answer.failure})
                     continue
+                record_id = stable_id("query", item.doc_id, str(sample))
+                if record_id in decided:
+                    # a passage redone after a failure or a kill: this query was checked and written before (an
+                    # accepted one is registered, so checking it again would reject it as its own duplicate)
+                    continue
                 reason = self.query_filter.check(answer.value, passage=item.text, passage_id=item.doc_id)
                 if reason is None and normalize_text(answer.value) in example_outputs:
                     reason = "copies_example"  # small models sometimes repeat a few-shot answer verbatim
@@ -144,13 +151,13 @@ class RerankerDataGenerator:
                     accounting.count_filtered(reason)
                 result.records.append(
                     {
-                        "id": stable_id("query", item.doc_id, str(sample)),
+                        "id": record_id,
                         "kind": "query",
                         "query": answer.value,
                         "query_type": query_type,
                         "source_doc_id": item.doc_id,
                         "rejected": reason,
-                        "provenance": {**prov, "cached": answer.cached},
+                        "provenance": {**prov, "created": utc_now(), "cached": answer.cached},
                     }
                 )
             return result
@@ -211,8 +218,13 @@ class RerankerDataGenerator:
 
     # ------------------------------------------------------------------------------------- phase 3: labels
     async def label(self, items: Sequence[QueryGroupItem], output: Path) -> Any:
+        judge_prompt = getattr(self.judge, "prompt", None)  # an LLM judge's prompt (score judges have none)
         prov = provenance(
-            self.client, [], judge=self.judge.name, retriever=self.retriever.name, **self.extra_provenance
+            self.client,
+            [judge_prompt] if isinstance(judge_prompt, PromptTemplate) else [],
+            judge=self.judge.name,
+            retriever=self.retriever.name,
+            **self.extra_provenance,
         )
         accounting = self.client.accounting
 
@@ -273,7 +285,7 @@ class RerankerDataGenerator:
                 "positive": positive,
                 "negatives": negatives,
                 "other_positives": extra_positives,
-                "provenance": prov,
+                "provenance": {**prov, "created": utc_now()},
             }
             return ItemResult(records=[record])
 

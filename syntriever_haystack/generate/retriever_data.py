@@ -17,7 +17,7 @@ from typing import Any
 from syntriever_haystack.generate.judges import RelevanceJudge
 from syntriever_haystack.generate.llm import LLMClient
 from syntriever_haystack.generate.prompts import PromptTemplate
-from syntriever_haystack.generate.records import stable_id
+from syntriever_haystack.generate.records import stable_id, utc_now
 from syntriever_haystack.generate.runner import ItemResult, LoopStats, gather_answers, process_items, provenance
 
 
@@ -54,6 +54,9 @@ class RetrieverDataGenerator:
         used = [self.prompts["positive_passage"], self.prompts["negative_passage"]]
         if self.use_cot:
             used.append(self.prompts["cot"])
+        judge_prompt = getattr(self.judge, "prompt", None)  # an LLM judge's prompt (score judges have none)
+        if isinstance(judge_prompt, PromptTemplate):
+            used.append(judge_prompt)
         self._provenance = provenance(self.client, used, judge=self.judge.name, **self.extra_provenance)
 
     async def generate(self, items: Sequence[QueryItem], output: str | Path) -> LoopStats[QueryItem]:
@@ -129,6 +132,6 @@ class RetrieverDataGenerator:
             "query": item.query,
             "positives": positives,
             "negatives": negatives,
-            "provenance": {**self._provenance, "cached": all(a.cached for a in answers)},
+            "provenance": {**self._provenance, "created": utc_now(), "cached": all(a.cached for a in answers)},
         }
         return ItemResult(records=[record])

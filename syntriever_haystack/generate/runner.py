@@ -51,12 +51,19 @@ class LoopStats(Generic[T]):
 def provenance(
     client: LLMClient | None, prompts: Iterable[PromptTemplate], *, judge: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """Provenance block written into every record."""
+    """Provenance block written into every record.
+
+    ``created`` is when the block was made (the start of a run or phase); the generators overwrite it with the
+    time each record is made. ``parameters`` are the generation parameters each prompt is sent with (its
+    defaults with the run's overrides), ``generation_kwargs`` the run's overrides alone.
+    """
+    prompts = list(prompts)
     data: dict[str, Any] = {"created": utc_now(), "prompts": [p.label for p in prompts]}
     if client is not None:
         data["model"] = client.model
         data["generator"] = type(client.generator).__name__
         data["generation_kwargs"] = client.settings.generation_kwargs or {}
+        data["parameters"] = {p.name: client.request_kwargs(p) for p in prompts}
         data["structured_output"] = client.settings.structured_output
     if judge is not None:
         data["judge"] = judge

@@ -7,6 +7,7 @@ structured output, concurrency, Batch collect mode and per-sample seeds — asse
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Iterator
@@ -54,7 +55,8 @@ class TimedServer(FakeOpenAIServer):
 
 @pytest.fixture
 def server() -> Iterator[TimedServer]:
-    with TimedServer(syntriever_responder) as fake:
+    fake = TimedServer(syntriever_responder)
+    with fake:  # (__enter__ is typed as returning the base class)
         yield fake
 
 
@@ -163,6 +165,23 @@ def test_429_with_retry_after_is_retried_after_waiting(server: TimedServer) -> N
     assert client.accounting.calls == 2  # the 429 reached the server: it counts as a call
     # the backoff is 0.01 s: only Retry-After explains the pause between the two arrivals
     assert server.arrivals[1] - server.arrivals[0] >= 0.15
+
+
+def test_retry_after_also_pauses_requests_waiting_for_a_slot(server: TimedServer) -> None:
+    """Requests queued behind the one that got the 429 must not be sent before its Retry-After has expired."""
+    client = make_client(server, concurrency=1)
+    server.inject(Fault("status", status=429, retry_after=0.4))
+
+    async def main() -> list[Answer]:
+        asks = (client.ask(PROMPTS["cot"], {"query": f"question {i} here"}) for i in range(3))
+        return list(await asyncio.gather(*asks))
+
+    answers = run(main())
+    assert all(a.ok for a in answers)
+    assert len(server.requests) == 4  # the 429, its retry and the two queued requests
+    assert client.accounting.retries == {"rate_limited": 1}
+    # the two requests that were waiting for the (single) slot when the 429 came in waited for Retry-After too
+    assert all(t - server.arrivals[0] >= 0.35 for t in server.arrivals[1:]), server.arrivals
 
 
 def test_5xx_then_success_is_retried(server: TimedServer) -> None:
@@ -337,6 +356,29 @@ def test_rate_limit_settings_admit_within_budget(server: TimedServer) -> None:
 
     assert all(a.ok for a in run(main()))
     assert len(server.requests) == 5
+
+
+def test_tokens_per_minute_budget_spaces_the_requests(server: TimedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client feeds its token estimates to the limiter: a budget smaller than one request admits one per window."""
+    from syntriever_haystack.generate import llm
+
+    window = 0.3
+    monkeypatch.setattr(llm, "RateLimiter", functools.partial(llm.RateLimiter, window_s=window))
+    client = make_client(server, tokens_per_minute=1, concurrency=8)
+
+    async def main() -> list[Answer]:
+        return list(
+            await asyncio.gather(*(client.ask(PROMPTS["cot"], {"query": f"question {i} here"}) for i in range(3)))
+        )
+
+    started = time.monotonic()
+    assert all(a.ok for a in run(main()))
+    assert len(server.requests) == 3
+    # admitted at 0, window and 2 x window (without a budget all three arrive within milliseconds); the first
+    # arrival also carries the connection set-up, so the arrival span is a little shorter than the admissions'
+    assert time.monotonic() - started >= 2 * window
+    arrivals = sorted(server.arrivals)
+    assert arrivals[2] - arrivals[0] >= 1.5 * window, arrivals
 
 
 # ---------------------------------------------------------------------------------------------- collect

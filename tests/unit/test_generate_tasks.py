@@ -643,3 +643,211 @@ def test_query_types_cover_every_type_when_n_is_not_a_multiple() -> None:
     assert set(seen) == set(types)
     assert min(seen.values()) > 20  # roughly balanced across passages
     assert query_types_for("doc7", types, 2) == query_types_for("doc7", types, 2)  # stable per passage
+
+
+# ------------------------------------------------------------------------------- filters in the reranker task
+
+
+def variant_responder(request: dict[str, Any]) -> Any:
+    """Queries that repeat themselves across samples (exactly, then nearly); the Louvre passage gets a query
+    about the Eiffel tower, which BM25 ranks above its source passage (a round-trip failure)."""
+    if "search queries that a passage answers" not in system_of(request):
+        return syntriever_responder(request)
+    passage = field(user_of(request), "Passage")
+    if "Louvre" in passage:
+        return "which company built the eiffel tower for the world fair"
+    words = [w for w in re.findall(r"[a-z]+", passage.lower()) if w not in {"the", "a", "an", "of", "in", "is"}]
+    base = "what is known about " + " ".join(list(dict.fromkeys(words))[:3])
+    seed = int(request.get("seed") or 0)
+    return [f"{base}?", base.capitalize(), f"{base}s?"][seed % 3]
+
+
+def test_reranker_duplicates_near_duplicates_and_round_trip(
+    dataset: BeirDataset, texts: dict[str, str], tmp_path: Path
+) -> None:
+    passages = [PassageItem(d, texts[d]) for d in ("d1", "d3", "d6")]
+    out = tmp_path / "reranker"
+    with FakeOpenAIServer(variant_responder) as fake:
+        client = make_client(fake, tmp_path / "cache.sqlite")
+        generator = reranker_generator(client, dataset, query_types=("question",), round_trip_k=1)
+        stats = asyncio.run(generator.generate(passages, out))
+
+    queries = read_jsonl(out / "queries.jsonl")
+    reasons: dict[str, list[str | None]] = {}
+    for query in sorted(queries, key=lambda q: q["id"]):
+        reasons.setdefault(query["source_doc_id"], []).append(query["rejected"])
+    assert sorted(reasons) == ["d1", "d3", "d6"]
+    for doc_id in ("d1", "d3"):  # the sample order decides: the first is kept, then "Q" and "Qs" are rejected
+        assert sorted(reasons[doc_id], key=str) == sorted([None, "duplicate", "near_duplicate"], key=str)
+    assert sorted(reasons["d6"], key=str) == sorted([None, "duplicate", "duplicate"], key=str)
+    filtered = client.accounting.filtered
+    assert (filtered["duplicate"], filtered["near_duplicate"]) == (4, 2)
+
+    # round trip with k=1: the Louvre passage's query finds the Eiffel tower first, so it is dropped
+    candidates = {c["id"]: c for c in read_jsonl(out / "candidates.jsonl")}
+    source_of = {q["id"]: q["source_doc_id"] for q in queries if not q["rejected"]}
+    assert set(candidates) == set(source_of)
+    for query_id, candidate in candidates.items():
+        if source_of[query_id] == "d6":
+            assert candidate["kept"] is False
+            assert candidate["source_rank"] != 1
+        else:
+            assert candidate["kept"] is True
+            assert candidate["source_rank"] == 1
+    assert filtered["round_trip"] == 1
+    assert stats["round_trip"] == {"k": 1, "dropped": 1, "kept": 2}
+    groups = read_jsonl(out / "reranker.jsonl")
+    assert {g["query_id"] for g in groups} <= {q for q, d in source_of.items() if d != "d6"}
+    for group in groups:  # provenance: when the record was made, and the judge's prompt with its parameters
+        provenance = group["provenance"]
+        assert PROMPTS["relevance"].label in provenance["prompts"]
+        assert provenance["parameters"]["relevance"] == {"temperature": 0.0, "max_tokens": 8}
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT.*", provenance["created"])
+
+
+# --------------------------------------------------------------------------------------------- the CLI, secrets
+
+
+def test_the_api_key_is_never_written_to_outputs(
+    server: FakeOpenAIServer,
+    beir_folder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`syntriever generate` in-process, live and with the Batch API: no file it writes holds the key."""
+    import argparse
+
+    from syntriever_haystack.errors import SyntrieverError
+    from syntriever_haystack.generate.cli import register
+
+    secret = "sk-test-never-written-0123456789abcdef"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+
+    def cli(*argv: str) -> int:
+        args = parser.parse_args(["generate", *argv])
+        return int(args.func(args))
+
+    common = ["retriever", "--dataset", str(beir_folder), "--llm", "openai:fake-model", "--no-cot", "--quiet"]
+    common += ["--api-base-url", server.url, "--timeout", "10"]
+    assert cli(*common, "--out", str(tmp_path / "live")) == 0
+    assert cli(*common, "--out", str(tmp_path / "batch"), "--batch", "--batch-poll", "0") == 0
+    assert len(server.requests) == 4 * len(QUERIES)  # the live run; the batch run used the batch endpoints
+    assert server.batch_requests_answered == 4 * len(QUERIES)
+    for folder in ("live", "batch"):
+        summary = json.loads((tmp_path / folder / "summary.json").read_text(encoding="utf-8"))
+        assert summary["failures"] == {}
+        assert summary["config"]["api_key_env"] == "OPENAI_API_KEY"  # the variable's name, not its value
+        records = read_jsonl(tmp_path / folder / "retriever.jsonl")
+        assert len(records) == len(QUERIES)
+        assert all(r["provenance"]["parameters"]["verify"]["max_tokens"] == 8 for r in records)
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "batches.json" for path in written)
+    assert any(path.name.startswith("requests-") for path in written)
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    output = capsys.readouterr()
+    assert secret not in output.out + output.err
+
+    # structured output needs a backend with a JSON-schema mode: refused up front for the local model
+    with pytest.raises(SyntrieverError, match="structured-output"):
+        cli(*common[:3], "--llm", "local", "--structured-output", "--out", str(tmp_path / "local"))
+    assert not (tmp_path / "local").exists()  # refused before anything was written
+
+
+# ------------------------------------------------------------------------------- any Haystack retriever
+
+
+def test_any_haystack_retriever_supplies_the_candidates(dataset: BeirDataset, texts: dict[str, str]) -> None:
+    from haystack import Document
+    from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
+    from haystack.document_stores.in_memory import InMemoryDocumentStore
+
+    from syntriever_haystack.generate.candidates import HaystackRetriever
+
+    store = InMemoryDocumentStore()
+    store.write_documents([Document(id=d, content=t, meta={"corpus_id": d}) for d, t in texts.items()])
+    queries = {"q2": QUERIES["q2"], "q3": QUERIES["q3"]}
+    retriever = HaystackRetriever(InMemoryBM25Retriever(store))
+    assert retriever.name == "haystack:InMemoryBM25Retriever"
+    ranked = retriever.retrieve(queries, 3)
+    assert [ranked[q][0][0] for q in ("q2", "q3")] == ["d2", "d3"]
+    assert all(len(hits) == 3 and hits[0][1] >= hits[1][1] >= hits[2][1] for hits in ranked.values())
+    assert HaystackRetriever(InMemoryBM25Retriever(store), id_field="corpus_id").retrieve(queries, 3) == ranked
+
+    # an embedding retriever behind a text embedder (bag of words over a fixed vocabulary)
+    vocabulary = sorted({w for t in texts.values() for w in re.findall(r"[a-z]+", t.lower())})
+
+    def embed(text: str) -> list[float]:
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        return [1.0 if w in words else 0.0 for w in vocabulary]
+
+    class BagOfWordsEmbedder:
+        def run(self, text: str) -> dict[str, list[float]]:
+            return {"embedding": embed(text)}
+
+    dense_store = InMemoryDocumentStore(embedding_similarity_function="cosine")
+    dense_store.write_documents([Document(id=d, content=t, embedding=embed(t)) for d, t in texts.items()])
+    dense = HaystackRetriever(InMemoryEmbeddingRetriever(dense_store), text_embedder=BagOfWordsEmbedder())
+    assert [dense.retrieve(queries, 2)[q][0][0] for q in ("q2", "q3")] == ["d2", "d3"]
+
+
+# ------------------------------------------------------------------------- score judges over exported models
+
+
+def test_score_judges_over_our_exported_embedder_and_ranker(
+    exported_bi_encoder: Path, exported_cross_encoder: Path
+) -> None:
+    query = "what causes iron deficiency anemia"
+    passages = ["iron deficiency anemia is caused by blood loss", "the eiffel tower in paris was built in 1889"]
+    for kind, model in (("embedder", exported_bi_encoder), ("ranker", exported_cross_encoder)):
+        judge = relevance_judge(f"{kind}:{model}?threshold=0.5")
+        assert isinstance(judge, ScoreRelevanceJudge)
+        assert judge.name == f"{kind}:{model}@0.5"
+        verdicts = asyncio.run(judge.judge(query, passages))
+        assert len(verdicts) == 2
+        for verdict in verdicts:
+            assert verdict.judge == judge.name
+            assert isinstance(verdict.score, float)
+            assert verdict.label is (verdict.score >= 0.5)
+            if kind == "ranker":
+                assert 0.0 <= verdict.score <= 1.0  # sigmoid of the logit
+            else:
+                assert -1.0 - 1e-6 <= verdict.score <= 1.0 + 1e-6  # cosine
+        scores = [float(v.score or 0.0) for v in verdicts]
+        swapped = asyncio.run(judge.judge(query, list(reversed(passages))))  # a score belongs to its passage
+        assert [v.score for v in swapped] == pytest.approx(list(reversed(scores)), abs=1e-5)
+        preference = preference_judge(f"{kind}:{model}?margin=0")
+        assert isinstance(preference, ScorePreferenceJudge)
+        pair = asyncio.run(preference.compare(query, passages[0], passages[1]))
+        assert pair.judge == f"{kind}:{model}~0"
+        assert pair.votes["scores"] == pytest.approx(scores, abs=1e-5)
+        assert pair.winner == (None if scores[0] == scores[1] else 0 if scores[0] > scores[1] else 1)
+
+
+def test_a_redone_passage_keeps_the_filter_decisions_of_the_first_run(
+    dataset: BeirDataset, texts: dict[str, str], tmp_path: Path
+) -> None:
+    """A passage with a failed sample is redone by the next run: its queries already written are not checked
+    again (they would be rejected as duplicates of themselves and counted twice); only the new one is."""
+    passages = [PassageItem(d, texts[d]) for d in ("d1", "d2", "d3")]
+    out = tmp_path / "reranker"
+    with FakeOpenAIServer(syntriever_responder) as fake:
+        fake.inject(Fault("status", status=400))  # one query request fails for good: its passage is not done
+        first = reranker_generator(make_client(fake, tmp_path / "cache.sqlite"), dataset)
+        asyncio.run(first.generate(passages, out))
+        written = read_jsonl(out / "queries.jsonl")
+        assert len(written) == 3 * len(passages) - 1
+        assert sum(first.query_filter.counts.values()) == len(written)
+
+        rerun_client = make_client(fake, tmp_path / "cache.sqlite")
+        second = reranker_generator(rerun_client, dataset)
+        asyncio.run(second.generate(passages, out))
+    queries = read_jsonl(out / "queries.jsonl")
+    assert len(queries) == len({q["id"] for q in queries}) == 3 * len(passages)
+    assert queries[: len(written)] == written  # earlier decisions stand
+    assert sum(second.query_filter.counts.values()) == 1  # only the query that failed before was checked
+    duplicates = {k: v for k, v in rerun_client.accounting.filtered.items() if k in ("duplicate", "near_duplicate")}
+    assert sum(duplicates.values()) == (1 if queries[-1]["rejected"] in ("duplicate", "near_duplicate") else 0)
