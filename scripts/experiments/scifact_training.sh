@@ -85,3 +85,20 @@ if [ "${ROUND2:-1}" = "1" ]; then
     --system "hybrid:models/minilm-onnx?precision=int8" --system "hybrid:models/scifact-stage1-onnx?precision=int8" \
     --system "$S1+$R2" --system "bm25+$R2" --output-dir results/scifact-training-round2
 fi
+
+# ---- round 3 (docs/training.md "Third round"): the round-2 reranker on the top 100 of every dense first stage,
+# with significance against zero-shot, against gold-only, and of each reranked system against its own first stage
+if [ "${ROUND3:-1}" = "1" ]; then
+  R2="rerank:models/scifact-reranker2-onnx?precision=int8&max_length=192"
+  MODELS=(minilm-onnx scifact-gold-onnx scifact-stage1-onnx scifact-stage2-pl-onnx scifact-stage2-pl-kl-onnx
+    scifact-stage2-bt-onnx scifact-stage2-r2-pl-kl-onnx)
+  ARGS=()
+  for m in "${MODELS[@]}"; do ARGS+=(--system "dense:models/$m?precision=int8"); done
+  for m in "${MODELS[@]}"; do ARGS+=(--system "dense:models/$m?precision=int8+$R2"); done
+  $S evaluate --dataset "$DATA" --split test "${ARGS[@]}" --baseline "dense:models/minilm-onnx?precision=int8" \
+    --output-dir results/scifact-training-round3
+  .venv/bin/python scripts/experiments/significance.py results/scifact-training-round3/results.json \
+    --baseline "dense:models/scifact-gold-onnx?precision=int8"
+  .venv/bin/python scripts/experiments/significance.py results/scifact-training-round3/results.json \
+    --reranked-vs-first-stage
+fi
