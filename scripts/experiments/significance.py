@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from syntriever_haystack.evaluate.significance import holm_adjust, paired_test
+from syntriever_haystack.evaluate.significance import PairedTest, holm_adjust, paired_test
 
 
 def main() -> None:
@@ -36,30 +37,33 @@ def main() -> None:
     if len(matches) != 1:
         raise SystemExit(f"--baseline {args.baseline!r} matches {matches or 'no system'}; pick one of {list(systems)}")
     base = matches[0]
-    metrics = args.metric or data["metrics"]
-    rows = []
-    for metric in metrics:
-        reference = systems[base]["per_query"][metric]
-        tests = []
-        for spec, result in systems.items():
-            if spec == base:
-                continue
-            values = result["per_query"][metric]
-            queries = sorted(reference)
-            system = np.array([values[q] for q in queries])
-            baseline = np.array([reference[q] for q in queries])
-            tests.append((spec, paired_test(baseline, system, test=args.test)))
-        adjusted = holm_adjust([t.p_value for _, t in tests])
-        rows += [(spec, metric, t, p) for (spec, t), p in zip(tests, adjusted, strict=True)]
-    print(f"Against `{base}` ({args.test}, paired over {len(reference)} queries, Holm-adjusted per metric):\n")
+    pairs = [(base, spec) for spec in systems if spec != base]
+    print(f"Against `{base}` ({args.test}, paired over the judged queries, Holm-adjusted per metric):\n")
     print("| system | metric | Δ | 95% CI | p | p (Holm) |")
     print("|---|---|---:|---|---:|---:|")
-    for spec, metric, t, p in rows:
+    for _, spec, metric, _, _, t, p in compare(systems, pairs, args.metric or data["metrics"], args.test):
         ci = f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
         print(f"| `{spec}` | {metric} | {t.delta:+.4f} | {ci} | {t.p_value:.3g} | {p:.3g} |")
 
 
-def reranked_vs_first_stage(systems: dict, metrics: list[str], test: str) -> None:
+def compare(
+    systems: dict[str, Any], pairs: list[tuple[str, str]], metrics: list[str], test: str
+) -> list[tuple[str, str, str, float, float, PairedTest, float]]:
+    """(baseline, system, metric, baseline mean, system mean, test, Holm p) for each pair, Holm per metric."""
+    rows = []
+    for metric in metrics:
+        tests = []
+        for base, spec in pairs:
+            queries = sorted(systems[base]["per_query"][metric])
+            a = np.array([systems[base]["per_query"][metric][q] for q in queries])
+            b = np.array([systems[spec]["per_query"][metric][q] for q in queries])
+            tests.append((base, spec, metric, float(a.mean()), float(b.mean()), paired_test(a, b, test=test)))
+        adjusted = holm_adjust([row[-1].p_value for row in tests])
+        rows += [(*row, p) for row, p in zip(tests, adjusted, strict=True)]
+    return rows
+
+
+def reranked_vs_first_stage(systems: dict[str, Any], metrics: list[str], test: str) -> None:
     pairs = [(spec.split("+rerank:")[0], spec) for spec in systems if "+rerank:" in spec]
     pairs = [(first, reranked) for first, reranked in pairs if first in systems]
     if not pairs:
@@ -67,17 +71,9 @@ def reranked_vs_first_stage(systems: dict, metrics: list[str], test: str) -> Non
     print(f"Each reranked system against its own first stage ({test}, paired, Holm-adjusted per metric):\n")
     print("| first stage | metric | first stage | + reranker | Δ | 95% CI | p (Holm) |")
     print("|---|---|---:|---:|---:|---|---:|")
-    for metric in metrics:
-        tests = []
-        for first, reranked in pairs:
-            queries = sorted(systems[first]["per_query"][metric])
-            a = np.array([systems[first]["per_query"][metric][q] for q in queries])
-            b = np.array([systems[reranked]["per_query"][metric][q] for q in queries])
-            tests.append((first, a.mean(), b.mean(), paired_test(a, b, test=test)))
-        adjusted = holm_adjust([t.p_value for *_, t in tests])
-        for (first, mean_a, mean_b, t), p in zip(tests, adjusted, strict=True):
-            ci = f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
-            print(f"| `{first}` | {metric} | {mean_a:.4f} | {mean_b:.4f} | {t.delta:+.4f} | {ci} | {p:.3g} |")
+    for first, _, metric, mean_a, mean_b, t, p in compare(systems, pairs, metrics, test):
+        ci = f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}]"
+        print(f"| `{first}` | {metric} | {mean_a:.4f} | {mean_b:.4f} | {t.delta:+.4f} | {ci} | {p:.3g} |")
 
 
 if __name__ == "__main__":

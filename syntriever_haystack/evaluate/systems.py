@@ -181,6 +181,13 @@ def _hash_files(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
+def onnx_model_fingerprint(model_dir: Path, onnx_file: Path) -> str:
+    """The content hash that keys cached corpus embeddings of an exported model: the ONNX file in use, plus the
+    folder's ``tokenizer.json`` and ``syntriever.json`` (so a re-export or a new tokenizer is a new key)."""
+    extra = [p for p in (model_dir / n for n in ("tokenizer.json", "syntriever.json")) if p.exists()]
+    return _hash_files([onnx_file, *extra])
+
+
 def default_cache_dir() -> Path:
     """``$SYNTRIEVER_CACHE`` or ``~/.cache/syntriever``."""
     return Path(os.environ.get("SYNTRIEVER_CACHE", Path.home() / ".cache" / "syntriever"))
@@ -467,12 +474,7 @@ class SystemRunner:
             )
         max_length = int(options["max_length"]) if "max_length" in options else None
         batch_size = int(options.get("batch_size", 32))
-        fingerprint = _hash_files(
-            [
-                onnx_file,
-                *(p for p in (Path(stage.target) / n for n in ("tokenizer.json", "syntriever.json")) if p.exists()),
-            ]
-        )
+        fingerprint = onnx_model_fingerprint(Path(stage.target), onnx_file)
 
         def embedder(prefix: str) -> SyntrieverDocumentEmbedder:
             component = SyntrieverDocumentEmbedder(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,18 +95,11 @@ def system_spec(name: str, models: Models) -> str:
 
 def onnx_fingerprint(model: Path, precision: str) -> str | None:
     """The model fingerprint ``syntriever evaluate`` keys cached corpus embeddings by (``None`` if unknown)."""
-    from syntriever_haystack.evaluate import systems
+    from syntriever_haystack.evaluate.systems import onnx_model_fingerprint
     from syntriever_haystack.serve.metadata import ModelMetadata
 
-    hash_files: Callable[[list[Path]], str] | None = getattr(systems, "_hash_files", None)
-    if hash_files is None:  # pragma: no cover - the evaluation changed how it keys its cache
-        return None
-    metadata = ModelMetadata.load(model)
-    onnx_file = model / metadata.files.get(precision, "")
-    if not onnx_file.is_file():
-        return None
-    extra = [p for p in (model / n for n in ("tokenizer.json", "syntriever.json")) if p.exists()]
-    return hash_files([onnx_file, *extra])
+    onnx_file = model / ModelMetadata.load(model).files.get(precision, "")
+    return onnx_model_fingerprint(model, onnx_file) if onnx_file.is_file() else None
 
 
 @dataclass
@@ -231,7 +225,7 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
     """Evaluate the recipe's systems; write ``report/evaluation/`` (Markdown, JSON, TREC runs, PNG) and
     ``report/results.png``; return the rows of the results table."""
     from syntriever_haystack.evaluate import evaluate_systems
-    from syntriever_haystack.evaluate.report import write_chart, write_outputs
+    from syntriever_haystack.evaluate.report import write_outputs
 
     recipe, layout = ctx.recipe, ctx.layout
     section = recipe.evaluate
@@ -264,8 +258,11 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         seed=recipe.seed,
     )
     named = _aliased(report, aliases)
-    write_outputs(named, layout.evaluation)
-    chart = write_chart(named, layout.report / "results.png")
+    written = write_outputs(named, layout.evaluation)
+    chart = None
+    if "chart" in written:  # drawn once by write_outputs; the report folder gets a copy
+        layout.report.mkdir(parents=True, exist_ok=True)
+        chart = Path(shutil.copyfile(written["chart"], layout.report / "results.png"))
     full = ctx.full_eval_dataset()
     return {
         "dataset": report.dataset,

@@ -359,12 +359,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _convert(value, arg, key)
-            except RecipeError as exc:
-                errors.append(str(exc))
+            except RecipeError:
+                continue
         raise RecipeError(f"{key}: {value!r} is not {_type_name(tp)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
@@ -457,8 +456,6 @@ def load_recipe(path: str | Path | None = None, *, overrides: Mapping[str, Any] 
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise RecipeError(f"{path}: invalid YAML: {exc}") from None
-        if not isinstance(data, Mapping):
-            raise RecipeError(f"{path}: a recipe is a mapping of sections (dataset, llm, ...), got {data!r}")
     if overrides:
         data = _merge(dict(data), overrides)
     try:

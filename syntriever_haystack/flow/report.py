@@ -43,7 +43,7 @@ def _evaluation_text(evaluation: dict[str, Any]) -> list[str]:
         f"Δ and p: paired {evaluation['test']} against `{evaluation['baseline']}` over the queries, Holm-adjusted over "
         f"the compared systems; ▲/▼ significant at p < {evaluation['alpha']}. RR@10 is MRR@10. Bold: best.",
     ]
-    other = [m for m in evaluation["metrics"][1:]]
+    other = evaluation["metrics"][1:]
     if other:
         lines += ["", "| system | " + " | ".join(f"Δ {m} (p)" for m in other) + " |", "|---|" + "---:|" * len(other)]
         for row in evaluation["rows"]:
@@ -71,7 +71,6 @@ def _answer_text(answer: dict[str, Any]) -> list[str]:
 
 def _files(ctx: FlowContext) -> list[str]:
     layout = ctx.layout
-    rel = lambda p: p.relative_to(ctx.out).as_posix()  # noqa: E731
     entries = [
         ("models (ONNX)", [layout.retriever_onnx, layout.reranker_onnx, layout.base_onnx]),
         ("pipelines (YAML)", [layout.indexing_yaml, layout.query_yaml, layout.query_rerank_yaml]),
@@ -88,7 +87,7 @@ def _files(ctx: FlowContext) -> list[str]:
     ]
     lines = []
     for label, paths in entries:
-        present = [f"`{rel(p)}`" for p in paths if p.exists()]
+        present = [f"`{ctx.relative(p)}`" for p in paths if p.exists()]
         if present:
             lines.append(f"- {label}: " + ", ".join(present))
     return lines

@@ -197,7 +197,7 @@ def run_base_model(ctx: FlowContext, resume: bool) -> dict[str, Any]:
 def judge_spec(ctx: FlowContext, spec: str, *, parameter: str, value: float) -> str:
     """A recipe judge name as a judge SPEC: ``embedder`` → the base model, ``reranker`` → the trained reranker."""
     if spec == "embedder":
-        return f"embedder:{ctx.layout.base_onnx}?{parameter}={value:g}&precision={ctx.recipe.export.precision}"
+        return f"embedder:{ctx.layout.base_onnx}?{parameter}={value:g}&precision={ctx.precision('base-model')}"
     if spec == "reranker":
         return f"ranker:{ctx.layout.reranker_onnx}?{parameter}={value:g}&precision={ctx.precision('export-reranker')}"
     return spec
@@ -502,14 +502,17 @@ def run_generate_preferences(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     from syntriever_haystack.generate.judges import preference_judge
     from syntriever_haystack.generate.preferences import CandidateSet, PreferenceGenerator
     from syntriever_haystack.generate.prompts import load_prompts
+    from syntriever_haystack.serve.metadata import ModelMetadata
 
     section = ctx.recipe.generate.preferences
     folder = ctx.layout.gen_preferences
     folder.mkdir(parents=True, exist_ok=True)
-    precision = ctx.recipe.export.precision
     if section.retriever == "stage1":
         if not (ctx.layout.stage1_onnx / "syntriever.json").is_file() or not resume:
             _export(ctx, ctx.layout.stage1, ctx.layout.stage1_onnx, kind="bi-encoder", max_length=_base_max_length(ctx))
+        # the precision the export actually wrote (int8 falls back to fp32 when it fails its parity check)
+        exported = ModelMetadata.load(ctx.layout.stage1_onnx).files
+        precision = ctx.recipe.export.precision if ctx.recipe.export.precision in exported else "fp32"
         retriever_spec = f"dense:{ctx.layout.stage1_onnx}?precision={precision}"
     else:
         retriever_spec = "bm25"
