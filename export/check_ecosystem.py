@@ -22,7 +22,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from syntriever_haystack.export.parity import PROBE_TEXTS
-    from syntriever_haystack.serve.onnx_model import OnnxModel
+    from syntriever_haystack.runtime.onnx_model import OnnxModel
 
     ours_model = OnnxModel(args.model, precision=args.precision)
     file_name = ours_model.metadata.files[args.precision].split("/")[-1]

@@ -9,15 +9,15 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from syntriever_haystack._version import __version__
 
 _LAZY = {
     "SyntrieverTextEmbedder": "haystack_integrations.components.embedders.syntriever",
     "SyntrieverDocumentEmbedder": "haystack_integrations.components.embedders.syntriever",
     "SyntrieverRanker": "haystack_integrations.components.rankers.syntriever",
     "SyntrieverRetrievalEvaluator": "haystack_integrations.components.evaluators.syntriever",
-    "ModelMetadata": "syntriever_haystack.serve.metadata",
-    "OnnxModel": "syntriever_haystack.serve.onnx_model",
+    "ModelMetadata": "syntriever_haystack.runtime.metadata",
+    "OnnxModel": "syntriever_haystack.runtime.onnx_model",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     )
     from haystack_integrations.components.evaluators.syntriever import SyntrieverRetrievalEvaluator
     from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
-    from syntriever_haystack.serve.metadata import ModelMetadata
-    from syntriever_haystack.serve.onnx_model import OnnxModel
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+    from syntriever_haystack.runtime.onnx_model import OnnxModel
 
 
 def __getattr__(name: str) -> Any:

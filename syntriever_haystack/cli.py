@@ -44,7 +44,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from syntriever_haystack.serve.metadata import METADATA_FILE, ModelMetadata
+    from syntriever_haystack.runtime.metadata import METADATA_FILE, ModelMetadata
 
     ModelMetadata.load(args.model)  # validates, with a clear error
     print((Path(args.model) / METADATA_FILE).read_text(encoding="utf-8"), end="")
@@ -52,7 +52,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from syntriever_haystack.serve.onnx_model import load_onnx_model
+    from syntriever_haystack.runtime.onnx_model import load_onnx_model
 
     model = load_onnx_model(args.model, precision=args.precision, expected_kind="bi-encoder")
     prefix = model.metadata.query_prefix if args.query else model.metadata.document_prefix

@@ -29,143 +29,23 @@ import numpy as np
 from syntriever_haystack.data.beir import BeirDataset
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
+from syntriever_haystack.specs import StageSpec, SystemSpec, SystemSpecError, parse_system
 
-_ALLOWED_PARAMS = {
-    "bm25": {"k1", "b", "method", "stemmer", "stopwords", "backend"},
-    "dense": {"precision", "max_length", "batch_size", "file_name"},
-    "st": {"batch_size", "max_length"},
-    "hybrid": {"k", "candidates"},  # plus the dense stage's own parameters
-    "rerank": {"top_k", "precision", "max_length", "batch_size", "file_name"},
-}
-_SPEC_HELP = (
-    "a system SPEC is one of: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | hybrid:st:MODEL, "
-    "optionally followed by +rerank:EXPORTED_RANKER_DIR, with parameters after '?' (e.g. dense:models/x?precision=int8)"
-)
-
-
-class SystemSpecError(SyntrieverError, ValueError):
-    """A --system SPEC could not be parsed or names a missing model."""
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One stage of a system: a first stage (``bm25``, ``dense``, ``st``, ``hybrid``) or a ``rerank`` stage."""
-
-    kind: str
-    target: str = ""
-    params: tuple[tuple[str, str], ...] = ()
-    inner: StageSpec | None = None  # the dense half of a hybrid
-
-    @property
-    def options(self) -> dict[str, str]:
-        """Parameters as a dict."""
-        return dict(self.params)
-
-    def __str__(self) -> str:
-        query = "?" + "&".join(f"{k}={v}" for k, v in self.params) if self.params else ""
-        if self.kind == "bm25":
-            return "bm25" + query
-        if self.kind == "hybrid":
-            assert self.inner is not None
-            inner = str(self.inner)
-            inner = inner.removeprefix("dense:")
-            return f"hybrid:{inner}" + (("&" if "?" in inner else "?") + query[1:] if query else "")
-        return f"{self.kind}:{self.target}{query}"
-
-
-@dataclass(frozen=True)
-class SystemSpec:
-    """A first stage followed by zero or more rerankers. ``text`` is the SPEC as the user wrote it."""
-
-    text: str
-    first_stage: StageSpec
-    rerankers: tuple[StageSpec, ...] = ()
-
-    def prefixes(self) -> list[str]:
-        """Canonical keys of the system and each of its prefixes (for sharing first-stage runs)."""
-        keys = [str(self.first_stage)]
-        for r in self.rerankers:
-            keys.append(keys[-1] + "+" + str(r))
-        return keys
-
-
-def _parse_params(text: str, spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
-    target, _, query = text.partition("?")
-    params: list[tuple[str, str]] = []
-    if query:
-        for item in query.split("&"):
-            key, eq, value = item.partition("=")
-            if not eq or not key:
-                raise SystemSpecError(f"bad parameter {item!r} in system {spec!r}: write key=value pairs after '?'")
-            params.append((key.strip(), value.strip()))
-    return target, tuple(params)
-
-
-def _check_params(kind: str, params: Iterable[tuple[str, str]], spec: str, extra: set[str] | None = None) -> None:
-    allowed = _ALLOWED_PARAMS[kind] | (extra or set())
-    for key, _ in params:
-        if key not in allowed:
-            raise SystemSpecError(
-                f"unknown parameter {key!r} for {kind} in system {spec!r}; allowed: {', '.join(sorted(allowed))}"
-            )
-
-
-def _parse_first_stage(text: str, spec: str) -> StageSpec:
-    if text == "bm25" or text.startswith("bm25?"):
-        _, params = _parse_params(text, spec)
-        _check_params("bm25", params, spec)
-        return StageSpec("bm25", "", params)
-    kind, colon, rest = text.partition(":")
-    if not colon or not rest:
-        raise SystemSpecError(f"cannot parse system {spec!r}: {_SPEC_HELP}")
-    if kind in ("dense", "st"):
-        target, params = _parse_params(rest, spec)
-        _check_params(kind, params, spec)
-        return StageSpec(kind, target, params)
-    if kind == "hybrid":
-        inner_text = rest if rest.startswith(("dense:", "st:")) else "dense:" + rest
-        inner_kind = inner_text.split(":", 1)[0]
-        target, params = _parse_params(inner_text.split(":", 1)[1], spec)
-        own = tuple(p for p in params if p[0] in _ALLOWED_PARAMS["hybrid"])
-        passed = tuple(p for p in params if p[0] not in _ALLOWED_PARAMS["hybrid"])
-        _check_params(inner_kind, passed, spec)
-        return StageSpec("hybrid", "", own, inner=StageSpec(inner_kind, target, passed))
-    raise SystemSpecError(f"unknown system kind {kind!r} in {spec!r}: {_SPEC_HELP}")
-
-
-def parse_system(spec: str) -> SystemSpec:
-    """Parse a SPEC string (see the module docstring). Paths are not checked here; see :func:`check_system`."""
-    text = spec.strip()
-    if not text:
-        raise SystemSpecError(f"empty system: {_SPEC_HELP}")
-    first, *reranks = text.split("+rerank:")
-    rerankers = []
-    for r in reranks:
-        target, params = _parse_params(r, spec)
-        if not target:
-            raise SystemSpecError(f"'+rerank:' needs an exported ranker folder in {spec!r}")
-        _check_params("rerank", params, spec)
-        rerankers.append(StageSpec("rerank", target, params))
-    return SystemSpec(text, _parse_first_stage(first, spec), tuple(rerankers))
+__all__ = [
+    "EmbeddingCache",
+    "StageSpec",
+    "StageTiming",
+    "SystemRunner",
+    "SystemSpec",
+    "SystemSpecError",
+    "check_system",
+    "parse_system",
+]
 
 
 def check_system(system: SystemSpec) -> None:
     """Fail fast, before any work, if a model folder named by ``system`` is missing or of the wrong kind."""
-    from syntriever_haystack.serve.metadata import ModelMetadata
-
-    stages = [system.first_stage, *system.rerankers]
-    if system.first_stage.inner is not None:
-        stages.append(system.first_stage.inner)
-    for stage in stages:
-        if stage.kind in ("dense", "rerank"):
-            expected = "bi-encoder" if stage.kind == "dense" else "cross-encoder"
-            metadata = ModelMetadata.load(stage.target)  # clear error if missing / not exported
-            if metadata.kind != expected:
-                hint = "dense:/hybrid:" if metadata.kind == "bi-encoder" else "+rerank:"
-                raise SystemSpecError(
-                    f"{stage.target} is a {metadata.kind}, but {stage.kind} needs a {expected}; use it as {hint} "
-                    f"in system {system.text!r}"
-                )
+    system.check()
 
 
 # --------------------------------------------------------------------------- embeddings cache
@@ -461,7 +341,7 @@ class SystemRunner:
         from haystack import Document
 
         from haystack_integrations.components.embedders.syntriever import SyntrieverDocumentEmbedder
-        from syntriever_haystack.serve.metadata import ModelMetadata
+        from syntriever_haystack.runtime.metadata import ModelMetadata
 
         options = stage.options
         metadata = ModelMetadata.load(stage.target)

@@ -28,7 +28,7 @@ from typing import Any
 from syntriever_haystack.errors import ExportError
 from syntriever_haystack.export import onnx_graph, parity
 from syntriever_haystack.export.source import SourceModel, inspect_source
-from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.runtime.metadata import ModelMetadata
 
 FP32_FILE = "onnx/model.onnx"
 INT8_FILE = "onnx/model_int8.onnx"
@@ -49,10 +49,10 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    import syntriever_haystack
+    from syntriever_haystack._version import __version__
 
     return {
-        "syntriever_haystack": syntriever_haystack.__version__,
+        "syntriever_haystack": __version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "onnxruntime": onnxruntime.__version__,

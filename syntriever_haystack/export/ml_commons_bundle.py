@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.serve.metadata import PRECISIONS, ModelMetadata
+from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata
 
 #: ML Commons rejects chunks larger than this (``ModelHelper.CHUNK_SIZE``).
 CHUNK_SIZE = 10_000_000

@@ -1,6 +1,6 @@
 """Parity of an exported model against its torch source, on a probe set.
 
-The ONNX side runs through :class:`~syntriever_haystack.serve.onnx_model.OnnxModel`, the exact code the
+The ONNX side runs through :class:`~syntriever_haystack.runtime.onnx_model.OnnxModel`, the exact code the
 Haystack components serve with, so the check covers tokenisation, padding, pooling and normalisation too.
 """
 
@@ -155,7 +155,7 @@ def check_bi_encoder(
     scores 0.975 while the mean is 0.993), and SciFact nDCG@10 is unchanged by it (0.6490 int8 vs 0.6451 fp32),
     so a per-text minimum would reject a lossless model. The minimum and the worst probe are still reported.
     """
-    from syntriever_haystack.serve.onnx_model import OnnxModel
+    from syntriever_haystack.runtime.onnx_model import OnnxModel
 
     report: dict[str, Any] = {"probes": len(texts)}
     failures = []
@@ -191,7 +191,7 @@ def check_cross_encoder(
     threshold: float,
 ) -> dict[str, Any]:
     """Spearman between torch and ONNX logits over all probe pairs, per precision; raises below ``threshold``."""
-    from syntriever_haystack.serve.onnx_model import OnnxModel
+    from syntriever_haystack.runtime.onnx_model import OnnxModel
 
     report: dict[str, Any] = {"probes": len(pairs)}
     failures = []

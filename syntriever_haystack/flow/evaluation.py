@@ -96,7 +96,7 @@ def system_spec(name: str, models: Models) -> str:
 def onnx_fingerprint(model: Path, precision: str) -> str | None:
     """The model fingerprint ``syntriever evaluate`` keys cached corpus embeddings by (``None`` if unknown)."""
     from syntriever_haystack.evaluate.systems import onnx_model_fingerprint
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     onnx_file = model / ModelMetadata.load(model).files.get(precision, "")
     return onnx_model_fingerprint(model, onnx_file) if onnx_file.is_file() else None

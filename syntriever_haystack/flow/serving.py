@@ -17,7 +17,7 @@ from syntriever_haystack.flow.recipe import ServeSection
 def document_store(serve: ServeSection, model: Path) -> Any:
     """The store of ``serve`` laid out for the exported bi-encoder ``model``: a shared in-memory index
     (``serve.index``) or an OpenSearch index (created now if absent, checked against the model if present)."""
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     metadata = ModelMetadata.load(model)
     if serve.store == "memory":

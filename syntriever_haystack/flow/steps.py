@@ -502,7 +502,7 @@ def run_generate_preferences(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     from syntriever_haystack.generate.judges import preference_judge
     from syntriever_haystack.generate.preferences import CandidateSet, PreferenceGenerator
     from syntriever_haystack.generate.prompts import load_prompts
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     section = ctx.recipe.generate.preferences
     folder = ctx.layout.gen_preferences
@@ -600,7 +600,7 @@ def run_train_stage2(ctx: FlowContext, resume: bool) -> dict[str, Any]:
 def _base_max_length(ctx: FlowContext) -> int | None:
     """The exported base model's maximum tokens: trained retrievers are served at the same length as the zero-shot
     baseline, whatever passage length they were trained at (a shorter one only makes training faster)."""
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     return ModelMetadata.load(ctx.layout.base_onnx).max_length
 
@@ -684,8 +684,8 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
                 precision=precision,
             )
     if ctx.recipe.serve.store == "memory":
+        from syntriever_haystack.runtime.metadata import ModelMetadata
         from syntriever_haystack.serve.memory_store import save_memory_store, store_record
-        from syntriever_haystack.serve.metadata import ModelMetadata
 
         record = store_record(
             ModelMetadata.load(layout.retriever_onnx), model_name=str(layout.retriever_onnx.resolve())

@@ -26,15 +26,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.generate.llm import LLMClient, gather_answers
 from syntriever_haystack.generate.prompts import PromptTemplate
+from syntriever_haystack.specs import JudgeSpec, JudgeSpecError, Precision
 
 Scorer = Callable[[str, Sequence[str]], list[float]]
-
-
-class JudgeSpecError(SyntrieverError, ValueError):
-    """A judge spec string is invalid."""
 
 
 @dataclass(frozen=True)
@@ -177,16 +173,16 @@ class ScorePreferenceJudge:
 class EmbedderScorer:
     """Cosine similarity from our exported ONNX bi-encoder (torch-free)."""
 
-    def __init__(self, model: str | Path, *, precision: str = "fp32") -> None:
+    def __init__(self, model: str | Path, *, precision: Precision = "fp32") -> None:
         from haystack_integrations.components.embedders.syntriever import (
             SyntrieverDocumentEmbedder,
             SyntrieverTextEmbedder,
         )
 
-        self.text_embedder = SyntrieverTextEmbedder(model=model, precision=precision)  # type: ignore[arg-type]
+        self.text_embedder = SyntrieverTextEmbedder(model=model, precision=precision)
         self.doc_embedder = SyntrieverDocumentEmbedder(
             model=model,
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,
             progress_bar=False,
         )
         self._lock = threading.Lock()
@@ -211,10 +207,10 @@ class EmbedderScorer:
 class RankerScorer:
     """``sigmoid(logit)`` of our exported ONNX cross-encoder (torch-free)."""
 
-    def __init__(self, model: str | Path, *, precision: str = "fp32") -> None:
+    def __init__(self, model: str | Path, *, precision: Precision = "fp32") -> None:
         from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
 
-        self.ranker = SyntrieverRanker(model=model, precision=precision, scale_score=True)  # type: ignore[arg-type]
+        self.ranker = SyntrieverRanker(model=model, precision=precision, scale_score=True)
         self._lock = threading.Lock()
         self._warm = False
 
@@ -232,56 +228,29 @@ class RankerScorer:
 
 
 # ---------------------------------------------------------------------------------------------------- specs
-def _parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    kind, _, rest = spec.partition(":")
-    target, _, query = rest.partition("?")
-    params: dict[str, str] = {}
-    for part in filter(None, query.split("&")):
-        name, sep, value = part.partition("=")
-        if not sep:
-            raise JudgeSpecError(f"Judge spec {spec!r}: parameter {part!r} must be name=value.")
-        params[name] = value
-    return kind, target, params
-
-
-def _scorer(kind: str, target: str, params: dict[str, str], spec: str) -> Scorer:
-    if not target:
-        raise JudgeSpecError(f"Judge spec {spec!r} needs a model folder, e.g. {kind}:models/minilm-onnx.")
-    if not Path(target).is_dir():
-        raise JudgeSpecError(
-            f"Judge spec {spec!r}: {target} is not a folder. Export a model first with `syntriever export`."
-        )
-    precision = params.get("precision", "fp32")
-    return (
-        EmbedderScorer(target, precision=precision) if kind == "embedder" else RankerScorer(target, precision=precision)
-    )
-
-
-_JUDGE_HELP = "use 'llm', 'embedder:EXPORTED_DIR?threshold=0.5' or 'ranker:EXPORTED_DIR?threshold=0.5'"
+def _scorer(spec: JudgeSpec) -> Scorer:
+    spec.check()
+    assert spec.model is not None
+    if spec.kind == "embedder":
+        return EmbedderScorer(spec.model, precision=spec.precision)
+    return RankerScorer(spec.model, precision=spec.precision)
 
 
 def relevance_judge(
-    spec: str, *, client: LLMClient | None = None, prompt: PromptTemplate | None = None
+    spec: JudgeSpec | str, *, client: LLMClient | None = None, prompt: PromptTemplate | None = None
 ) -> RelevanceJudge:
-    """Build a relevance judge from ``spec`` (see the module docstring)."""
-    kind, target, params = _parse_spec(spec)
-    if kind == "llm":
+    """Build a relevance judge from ``spec`` (a :class:`JudgeSpec`, or its text: see the module docstring)."""
+    judge = JudgeSpec.coerce(spec, purpose="relevance")
+    if judge.is_llm:
         if client is None or prompt is None:
             raise JudgeSpecError("The 'llm' judge needs an LLM; configure one with --llm.")
         return LLMRelevanceJudge(client, prompt)
-    if kind in ("embedder", "ranker"):
-        unknown = set(params) - {"threshold", "precision"}
-        if unknown:
-            raise JudgeSpecError(f"Judge spec {spec!r}: unknown parameters {sorted(unknown)}; {_JUDGE_HELP}.")
-        threshold = float(params.get("threshold", 0.5))
-        return ScoreRelevanceJudge(
-            _scorer(kind, target, params, spec), threshold=threshold, name=f"{kind}:{target}@{threshold:g}"
-        )
-    raise JudgeSpecError(f"Unknown judge {spec!r}: {_JUDGE_HELP}.")
+    threshold = 0.5 if judge.threshold is None else judge.threshold
+    return ScoreRelevanceJudge(_scorer(judge), threshold=threshold, name=f"{judge.kind}:{judge.model}@{threshold:g}")
 
 
 def preference_judge(
-    spec: str,
+    spec: JudgeSpec | str,
     *,
     client: LLMClient | None = None,
     prompt: PromptTemplate | None = None,
@@ -289,17 +258,10 @@ def preference_judge(
     require_consistent: bool = True,
 ) -> PreferenceJudge:
     """Build a preference judge from ``spec`` (``margin=`` instead of ``threshold=`` for score judges)."""
-    kind, target, params = _parse_spec(spec)
-    if kind == "llm":
+    judge = JudgeSpec.coerce(spec, purpose="preference")
+    if judge.is_llm:
         if client is None or prompt is None:
             raise JudgeSpecError("The 'llm' judge needs an LLM; configure one with --llm.")
         return LLMPreferenceJudge(client, prompt, both_orders=both_orders, require_consistent=require_consistent)
-    if kind in ("embedder", "ranker"):
-        unknown = set(params) - {"margin", "precision"}
-        if unknown:
-            raise JudgeSpecError(f"Judge spec {spec!r}: unknown parameters {sorted(unknown)}; use margin=.")
-        margin = float(params.get("margin", 0.0))
-        return ScorePreferenceJudge(
-            _scorer(kind, target, params, spec), margin=margin, name=f"{kind}:{target}~{margin:g}"
-        )
-    raise JudgeSpecError(f"Unknown judge {spec!r}: use 'llm', 'embedder:DIR?margin=0.0' or 'ranker:DIR?margin=0.0'.")
+    margin = 0.0 if judge.margin is None else judge.margin
+    return ScorePreferenceJudge(_scorer(judge), margin=margin, name=f"{judge.kind}:{judge.model}~{margin:g}")

@@ -115,9 +115,9 @@ def _check_index_flags(args: argparse.Namespace, kind: str) -> None:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+    from syntriever_haystack.runtime.vector_space import vector_space
     from syntriever_haystack.serve.pipelines import indexing_pipeline, query_pipeline, save_pipeline
-    from syntriever_haystack.serve.vector_space import vector_space
 
     kind = _store_kind(args)
     _check_index_flags(args, kind)
@@ -242,7 +242,7 @@ def _snippet(text: str | None, width: int) -> str:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.serve.pipelines import query_pipeline, run_query
 
     if not args.query.strip():

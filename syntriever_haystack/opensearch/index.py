@@ -1,7 +1,7 @@
 """The OpenSearch index of an exported bi-encoder: its layout, a check before every write, alias re-indexing.
 
 - :func:`index_spec` is the create-index body: ``index.knn: true``, a ``knn_vector`` field with the model's
-  dimension and space type (see :mod:`syntriever_haystack.serve.vector_space` for the rule), an HNSW method on
+  dimension and space type (see :mod:`syntriever_haystack.runtime.vector_space` for the rule), an HNSW method on
   the Lucene or Faiss engine, a BM25 ``text`` field, and a ``_meta`` block recording the model. Field names and
   the dynamic template for metadata are those of ``OpenSearchDocumentStore``'s default mapping, so Haystack's
   ``OpenSearchBM25Retriever`` / ``OpenSearchEmbeddingRetriever`` work on it unchanged.
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.serve.metadata import ModelMetadata
-from syntriever_haystack.serve.vector_space import VectorSpace, vector_space
+from syntriever_haystack.runtime.metadata import ModelMetadata
+from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
 
 if TYPE_CHECKING:
     from opensearchpy import OpenSearch
@@ -185,7 +185,7 @@ def _meta_block(
     text_field: str,
     embedding_field: str,
 ) -> dict[str, Any]:
-    from syntriever_haystack import __version__
+    from syntriever_haystack._version import __version__
 
     return {
         "model": model_name or metadata.source_model,

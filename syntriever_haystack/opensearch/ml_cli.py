@@ -62,7 +62,7 @@ def _parse_field_map(pairs: list[str]) -> dict[str, str]:
 def _cmd_deploy(args: argparse.Namespace) -> int:
     from syntriever_haystack.opensearch.errors import opensearch_errors
     from syntriever_haystack.opensearch.ml_commons import MLCommonsClient
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     kinds = [ModelMetadata.load(m).kind for m in args.models]  # fails early, naming the fix, on a wrong folder
     if kinds.count("bi-encoder") > 1 or kinds.count("cross-encoder") > 1:
@@ -80,7 +80,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace, ml: Any) -> int:
     from syntriever_haystack.export.ml_commons_bundle import build_bundle
     from syntriever_haystack.opensearch.ml_commons import ingest_pipeline_body, search_body, search_pipeline_body
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     kinds = {str(Path(m)): ModelMetadata.load(m).kind for m in args.models}
     bi = [m for m, kind in kinds.items() if kind == "bi-encoder"]

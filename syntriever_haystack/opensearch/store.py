@@ -8,7 +8,7 @@ from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.opensearch.connection import OpenSearchConnection
 from syntriever_haystack.opensearch.errors import opensearch_errors
 from syntriever_haystack.opensearch.index import DEFAULT_ENGINE, ensure_index, index_spec
-from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.runtime.metadata import ModelMetadata
 
 if TYPE_CHECKING:
     from haystack_integrations.document_stores.opensearch import OpenSearchDocumentStore

@@ -1,9 +1,4 @@
-"""Serving: torch-free ONNX Runtime inference and the Haystack components built on it.
+"""Serving: Haystack pipeline factories (indexing, query, hybrid + rerank) and the saved in-memory store.
 
-The components themselves live in the ``haystack_integrations`` namespace (as every Haystack integration's
-do), so Haystack 3 loads YAML pipelines that use them with its default module allow-list:
-
-- ``haystack_integrations.components.embedders.syntriever.SyntrieverTextEmbedder``
-- ``haystack_integrations.components.embedders.syntriever.SyntrieverDocumentEmbedder``
-- ``haystack_integrations.components.rankers.syntriever.SyntrieverRanker``
+Above the components (``haystack_integrations.components.*.syntriever``), which run on ``syntriever_haystack.runtime``.
 """

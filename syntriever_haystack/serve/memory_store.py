@@ -15,8 +15,8 @@ from typing import Any
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.serve.metadata import ModelMetadata
-from syntriever_haystack.serve.vector_space import VectorSpace, vector_space
+from syntriever_haystack.runtime.metadata import ModelMetadata
+from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
 
 META_KEY = "syntriever"
 
@@ -38,7 +38,7 @@ def memory_document_store(
 
 def store_record(metadata: ModelMetadata, *, model_name: str) -> dict[str, Any]:
     """The ``"syntriever"`` block saved with a store: the model and its vector space."""
-    from syntriever_haystack import __version__
+    from syntriever_haystack._version import __version__
 
     space = vector_space(metadata)
     return {

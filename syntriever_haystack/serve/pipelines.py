@@ -14,7 +14,7 @@ Usage example:
 
 ```python
 from syntriever_haystack.serve.memory_store import memory_document_store
-from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.serve.pipelines import indexing_pipeline, indexing_inputs, query_pipeline, run_query
 
 store = memory_document_store(ModelMetadata.load("models/minilm-onnx"))
@@ -39,8 +39,8 @@ from haystack.document_stores.in_memory import InMemoryDocumentStore
 from haystack.document_stores.types import DuplicatePolicy
 
 from syntriever_haystack.errors import ExportedModelError, SyntrieverError
-from syntriever_haystack.serve.metadata import ModelMetadata
-from syntriever_haystack.serve.vector_space import VectorSpace, vector_space
+from syntriever_haystack.runtime.metadata import ModelMetadata
+from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ def minilm_onnx(minilm_source: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def test_minilm_export_parity_and_metadata(minilm_onnx: Path) -> None:
-    from syntriever_haystack.serve.metadata import ModelMetadata
+    from syntriever_haystack.runtime.metadata import ModelMetadata
 
     meta = ModelMetadata.load(minilm_onnx)
     assert (meta.kind, meta.embedding_dim, meta.pooling, meta.normalize, meta.max_length) == (

@@ -16,7 +16,7 @@ from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.opensearch.connection import OpenSearchConnection
 from syntriever_haystack.opensearch.index import IndexMismatchError, ensure_index, index_spec, reindex_via_alias
 from syntriever_haystack.opensearch.store import opensearch_document_store
-from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.serve.pipelines import indexing_inputs, indexing_pipeline, query_pipeline, run_query
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from haystack import Document
 
 from syntriever_haystack import SyntrieverDocumentEmbedder, SyntrieverRanker, SyntrieverTextEmbedder
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.serve.onnx_model import OnnxModel
+from syntriever_haystack.runtime.onnx_model import OnnxModel
 
 TEXTS = [
     "iron deficiency",

@@ -272,8 +272,8 @@ def test_serve_extra_is_hayhooks_plus_opensearch_without_torch() -> None:
 @pytest.fixture(scope="module")
 def store_file(exported_bi_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An in-memory store file, written as `syntriever index --store memory --store-path FILE` writes it."""
+    from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.serve.memory_store import memory_document_store, save_memory_store, store_record
-    from syntriever_haystack.serve.metadata import ModelMetadata
     from syntriever_haystack.serve.pipelines import indexing_inputs, indexing_pipeline
 
     metadata = ModelMetadata.load(exported_bi_encoder)

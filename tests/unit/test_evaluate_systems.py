@@ -224,7 +224,7 @@ def test_errors_before_any_work(tiny_dataset: Path, exported_bi_encoder: Path) -
         evaluate_systems(dataset, ["bm25", "bm25"], progress=False)
     with pytest.raises(SyntrieverError, match="--baseline 'dense' is not one of the evaluated systems"):
         evaluate_systems(dataset, ["bm25"], baseline="dense", progress=False)
-    with pytest.raises(SyntrieverError, match="no int4 ONNX file"):
+    with pytest.raises(SyntrieverError, match="must be one of fp32, int8, got 'int4'"):
         evaluate_systems(dataset, [f"dense:{exported_bi_encoder}?precision=int4"], progress=False)
 
 

@@ -13,8 +13,8 @@ from syntriever_haystack.errors import ExportError
 from syntriever_haystack.export import export_model
 from syntriever_haystack.export.parity import spearman
 from syntriever_haystack.export.source import inspect_source
-from syntriever_haystack.serve.metadata import ModelMetadata
-from syntriever_haystack.serve.onnx_model import OnnxModel
+from syntriever_haystack.runtime.metadata import ModelMetadata
+from syntriever_haystack.runtime.onnx_model import OnnxModel
 from tests.conftest import PYTHON
 
 

@@ -25,8 +25,8 @@ from syntriever_haystack.opensearch.index import (
     reindex_via_alias,
 )
 from syntriever_haystack.opensearch.store import opensearch_document_store
-from syntriever_haystack.serve.metadata import ModelMetadata
-from syntriever_haystack.serve.vector_space import vector_space
+from syntriever_haystack.runtime.metadata import ModelMetadata
+from syntriever_haystack.runtime.vector_space import vector_space
 from tests.support.fake_opensearch import URL, FakeCluster, hit
 
 

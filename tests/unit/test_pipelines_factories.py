@@ -23,6 +23,7 @@ from syntriever_haystack.errors import ExportedModelError, SyntrieverError
 from syntriever_haystack.opensearch.connection import OpenSearchConnection
 from syntriever_haystack.opensearch.index import ensure_index
 from syntriever_haystack.opensearch.store import opensearch_document_store
+from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.serve.memory_store import (
     check_memory_store,
     load_memory_store,
@@ -30,7 +31,6 @@ from syntriever_haystack.serve.memory_store import (
     save_memory_store,
     store_record,
 )
-from syntriever_haystack.serve.metadata import ModelMetadata
 from syntriever_haystack.serve.pipelines import (
     indexing_inputs,
     indexing_pipeline,

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 from hayhooks import BasePipelineWrapper, log
 from pydantic import Field
 
-from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.serve.pipelines import query_pipeline, run_query
 
 DEFAULT_INDEX = "syntriever"

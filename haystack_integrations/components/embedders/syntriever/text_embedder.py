@@ -5,8 +5,8 @@ from typing import Any, Literal
 
 from haystack import component, default_from_dict, default_to_dict
 
-from syntriever_haystack.serve.inputs import check_text
-from syntriever_haystack.serve.onnx_model import OnnxModel, load_onnx_model
+from syntriever_haystack.runtime.inputs import check_text
+from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
 @component

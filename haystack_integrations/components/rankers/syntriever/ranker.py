@@ -8,8 +8,8 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils.misc import _deduplicate_documents
 
-from syntriever_haystack.serve.inputs import check_documents, check_text, document_text
-from syntriever_haystack.serve.onnx_model import OnnxModel, load_onnx_model
+from syntriever_haystack.runtime.inputs import check_documents, check_text, document_text
+from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
 @component

@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.serve.metadata import ModelMetadata
+from syntriever_haystack.runtime.metadata import ModelMetadata
 
 # sentence-transformers' `similarity_fn_name` values and their common aliases → one canonical name.
 _SIMILARITY_ALIASES = {

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.serve.metadata import PRECISIONS, ModelMetadata
+from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata
 
 _CACHE: weakref.WeakValueDictionary[tuple[Any, ...], OnnxModel] = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
