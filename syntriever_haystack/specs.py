@@ -314,7 +314,8 @@ class JudgeSpec:
             return
         if self.model is None or not self.model.is_dir():
             raise JudgeSpecError(
-                f"Judge spec {str(self)!r}: {self.model} is not a folder. Export a model first with `syntriever export`."
+                f"Judge spec {str(self)!r}: {self.model} is not a folder. "
+                "Export a model first with `syntriever export`."
             )
 
     def __str__(self) -> str:
