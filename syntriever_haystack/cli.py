@@ -65,7 +65,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_rerank(args: argparse.Namespace) -> int:
     from haystack import Document
 
-    from syntriever_haystack import SyntrieverRanker
+    from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
 
     ranker = SyntrieverRanker(model=args.model, precision=args.precision, top_k=len(args.documents))
     ranker.warm_up()

@@ -361,6 +361,8 @@ class LLMSpec:
     ) -> LLMSpec:
         """Parse ``local[:NAME][?k=v]`` / ``openai:MODEL`` / ``MODEL`` (see the module docstring)."""
         kind, _, name = text.partition(":")
+        if text == "local" or text.startswith("local?"):
+            kind, name = "local", text.removeprefix("local")
         if kind == "local":
             model, params = split_params(name, where=f"--llm {text!r}", error=LLMSpecError)
             for key, _ in params:

@@ -31,6 +31,12 @@ class Passage(NamedTuple):
     text: str
     metadata: dict[str, Any]
 
+    def model_text(self, include_title: bool = True, separator: str = " ") -> str:
+        """The text a model sees: ``title + separator + text`` (BEIR convention), or the text alone."""
+        if include_title and self.title:
+            return (self.title + separator + self.text).strip()
+        return self.text
+
 
 @dataclass
 class BeirDataset:
@@ -62,9 +68,7 @@ class BeirDataset:
 
     def doc_texts(self, *, include_title: bool = True, separator: str = " ") -> list[str]:
         """The text of every document in corpus order; ``title + separator + text`` like BEIR by default."""
-        if not include_title:
-            return [p.text for p in self.corpus.values()]
-        return [(p.title + separator + p.text).strip() if p.title else p.text for p in self.corpus.values()]
+        return [p.model_text(include_title, separator) for p in self.corpus.values()]
 
     def fingerprint(self) -> str:
         """A SHA-256 over ids, titles and texts: two datasets with equal fingerprints have the same corpus."""
@@ -331,4 +335,37 @@ def load_beir(folder: str | Path, split: str = "test", *, name: str | None = Non
         queries=queries,
         qrels=qrels,
         warnings=warnings,
+    )
+
+
+def sample_corpus(dataset: BeirDataset, size: int, *, seed: int) -> BeirDataset:
+    """The split over a *sampled* corpus: every judged-relevant document of its queries, plus random other
+    documents (seeded) up to ``size`` documents in all (never fewer than the relevant ones).
+
+    Every system is scored on the same sample, so they compare fairly; absolute scores are higher than on the full
+    corpus (fewer distractors). ``dataset.warnings`` says so, and the name gets a ``[sampled N]`` suffix (which
+    also keeps cached corpus embeddings of the two corpora apart).
+    """
+    import random
+
+    if size >= len(dataset.corpus):
+        return dataset
+    relevant = {d for judged in dataset.qrels.values() for d, grade in judged.items() if grade > 0}
+    others = [d for d in dataset.corpus if d not in relevant]
+    extra = max(0, size - len(relevant))
+    keep = relevant | set(random.Random(seed).sample(others, min(extra, len(others))))
+    corpus = {d: p for d, p in dataset.corpus.items() if d in keep}  # corpus order kept
+    note = (
+        f"sampled corpus: {len(corpus):,} of {len(dataset.corpus):,} documents (all {len(relevant):,} judged-relevant "
+        f"documents of the evaluated queries + {len(corpus) - len(relevant):,} random others, seed {seed}); scores "
+        "are higher than on the full corpus, the comparison between systems is what counts"
+    )
+    return BeirDataset(
+        name=f"{dataset.name} [sampled {len(corpus)}]",
+        path=dataset.path,
+        split=dataset.split,
+        corpus=corpus,
+        queries=dict(dataset.queries),
+        qrels={q: dict(j) for q, j in dataset.qrels.items()},
+        warnings=[*dataset.warnings, note],
     )

@@ -29,9 +29,9 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.paths import CACHE_ENV, cache_root
 
 BEIR_BASE_URL = "https://public.ukp.informatik.tu-darmstadt.de/thakur/BEIR/datasets"
-CACHE_ENV = "SYNTRIEVER_CACHE"
 _MARKER = ".syntriever-download.json"
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60.0
@@ -79,8 +79,7 @@ BEIR_DATASETS: dict[str, BeirSource] = {
 
 def default_dataset_cache_dir() -> Path:
     """The dataset cache: ``$SYNTRIEVER_CACHE/datasets``, else ``~/.cache/syntriever/datasets``."""
-    root = os.environ.get(CACHE_ENV)
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "syntriever") / "datasets"
+    return cache_root() / "datasets"
 
 
 def _known_names() -> str:

@@ -7,7 +7,8 @@ to a served, evaluated search, skipping what is up to date and resuming what sto
 
 from syntriever_haystack.flow.defaults import BUDGETS, quickstart_recipe
 from syntriever_haystack.flow.recipe import Recipe, RecipeError, dump_recipe, load_recipe
-from syntriever_haystack.flow.runner import FlowRunner, RunSummary
+from syntriever_haystack.flow.runner import FlowRunner
+from syntriever_haystack.flow.summary import RunSummary
 
 __all__ = [
     "BUDGETS",

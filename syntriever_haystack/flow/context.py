@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.flow.recipe import LLMSection, Recipe
@@ -16,6 +18,7 @@ from syntriever_haystack.flow.recipe import LLMSection, Recipe
 if TYPE_CHECKING:
     from syntriever_haystack.data.beir import BeirDataset, Passage
     from syntriever_haystack.generate.llm import LLMClient
+    from syntriever_haystack.specs import JudgeSpec, LLMSpec, Precision
 
 GeneratorFactory = Callable[[LLMSection], Any]
 
@@ -131,7 +134,7 @@ class FlowContext:
     def eval_dataset(self) -> BeirDataset:
         """The evaluation split over the evaluation corpus: the full one, or the sample ``evaluate.corpus_sample``."""
         if "eval" not in self._datasets:
-            from syntriever_haystack.flow.evaluation import sample_corpus
+            from syntriever_haystack.data.beir import sample_corpus
 
             full = self.full_eval_dataset()
             size = self.recipe.evaluate.corpus_sample
@@ -141,37 +144,38 @@ class FlowContext:
 
     def passage_text(self, passage: Passage) -> str:
         """A passage as the models see it (``title + " " + text`` with ``dataset.include_title``)."""
-        if self.recipe.dataset.include_title and passage.title:
-            return f"{passage.title} {passage.text}".strip()
-        return passage.text
+        return passage.model_text(self.recipe.dataset.include_title)
 
     def sample(self, items: list[Any], n: int) -> list[Any]:
         """A seeded sample of ``n`` items (all of them when ``n`` is larger)."""
         return random.Random(self.recipe.seed).sample(items, min(n, len(items)))
 
     # -------------------------------------------------------------------------------------------- LLM
+    def llm_spec(self) -> LLMSpec:
+        """The recipe's ``llm`` section as a typed spec (validated when the recipe was loaded)."""
+        from syntriever_haystack.specs import LLMSpec
+
+        llm = self.recipe.llm
+        return LLMSpec.parse(
+            llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env, timeout_s=llm.timeout
+        )
+
     def generator(self) -> Any:
         """The chat generator of ``llm`` (built once per run, shared by the generation steps)."""
         if self._generator is None:
-            llm = self.recipe.llm
             if self.generator_factory is not None:
-                self._generator = self.generator_factory(llm)
+                self._generator = self.generator_factory(self.recipe.llm)
             else:
                 from syntriever_haystack.generate.backends import make_generator
 
-                self._generator = make_generator(
-                    llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env, timeout_s=llm.timeout
-                )
+                self._generator = make_generator(self.llm_spec())
         return self._generator
 
     def llm_client(self, folder: Path, *, generation_kwargs: dict[str, Any] | None = None) -> LLMClient:
         """An LLM client with its response cache at ``folder/llm-cache.sqlite`` (kept when a step reruns)."""
-        from syntriever_haystack.generate.accounting import Accounting
-        from syntriever_haystack.generate.cache import ResponseCache
         from syntriever_haystack.generate.llm import LLMClient, LLMSettings
 
         llm = self.recipe.llm
-        folder.mkdir(parents=True, exist_ok=True)
         settings = LLMSettings(
             concurrency=llm.concurrency,
             requests_per_minute=llm.requests_per_minute,
@@ -184,20 +188,30 @@ class FlowContext:
         # asyncio.run each), call the shared generator's synchronous run in worker threads.
         sync_calls = self._generator_clients > 0
         self._generator_clients += 1
-        return LLMClient(
-            generator,
-            cache=ResponseCache(folder / "llm-cache.sqlite"),
-            settings=settings,
-            accounting=Accounting(),
-            sync_calls=sync_calls,
+        return LLMClient.open(
+            generator, cache_path=folder / "llm-cache.sqlite", settings=settings, sync_calls=sync_calls
         )
 
+    def judge(self, name: str, *, purpose: Literal["relevance", "preference"], value: float) -> JudgeSpec:
+        """A recipe judge as a typed spec: ``embedder`` → the base model, ``reranker`` → the trained reranker (each
+        at the precision its export wrote), with the recipe's threshold / margin ``value``; ``llm`` or a SPEC as is."""
+        from syntriever_haystack.specs import JudgeSpec
+
+        score = {"threshold": value} if purpose == "relevance" else {"margin": value}
+        if name == "embedder":
+            return JudgeSpec("embedder", self.layout.base_onnx, precision=self.precision("base-model"), **score)
+        if name == "reranker":
+            return JudgeSpec("ranker", self.layout.reranker_onnx, precision=self.precision("export-reranker"), **score)
+        return JudgeSpec.parse(name, purpose=purpose)
+
     # ------------------------------------------------------------------------------------------ other
-    def precision(self, step: str) -> str:
+    def precision(self, step: str) -> Precision:
         """The precision the model exported by ``step`` is served at: ``export.precision``, unless that export
-        fell back to fp32 (an int8 variant that failed its parity check)."""
+        fell back to fp32 (an int8 variant that failed its parity check). The one place the flow derives it."""
+        from syntriever_haystack.specs import parse_precision
+
         exported = self.results.get(step) or {}
-        return str(exported.get("precision") or self.recipe.export.precision)
+        return parse_precision(exported.get("precision") or self.recipe.export.precision, key=f"{step} precision")
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the output folder (how results name the run's own files)."""
@@ -232,3 +246,11 @@ def remove(*paths: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,9 +1,11 @@
-"""The flow's evaluation helpers: the sampled evaluation corpus, system aliases → SPECs, reused embeddings, tables."""
+"""The evaluate step's helpers: system aliases → SPECs, corpus embeddings reused from the index step, tables.
+
+(The sampled evaluation corpus is :func:`syntriever_haystack.data.beir.sample_corpus`.)
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import random
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,39 +20,6 @@ from syntriever_haystack.flow.context import FlowContext, FlowError
 if TYPE_CHECKING:
     from syntriever_haystack.data.beir import BeirDataset
     from syntriever_haystack.evaluate.runner import EvaluationReport
-
-
-def sample_corpus(dataset: BeirDataset, size: int, *, seed: int) -> BeirDataset:
-    """The evaluation split over a *sampled* corpus: every judged-relevant document of its queries, plus random
-    other documents (seeded) up to ``size`` documents in all (never fewer than the relevant ones).
-
-    Every system is scored on the same sample, so they compare fairly; absolute scores are higher than on the full
-    corpus (fewer distractors). ``dataset.warnings`` says so, and the name gets a ``[sampled N]`` suffix (which
-    also keeps cached corpus embeddings of the two corpora apart).
-    """
-    from syntriever_haystack.data.beir import BeirDataset
-
-    if size >= len(dataset.corpus):
-        return dataset
-    relevant = {d for judged in dataset.qrels.values() for d, grade in judged.items() if grade > 0}
-    others = [d for d in dataset.corpus if d not in relevant]
-    extra = max(0, size - len(relevant))
-    keep = relevant | set(random.Random(seed).sample(others, min(extra, len(others))))
-    corpus = {d: p for d, p in dataset.corpus.items() if d in keep}  # corpus order kept
-    note = (
-        f"sampled corpus: {len(corpus):,} of {len(dataset.corpus):,} documents (all {len(relevant):,} judged-relevant "
-        f"documents of the evaluated queries + {len(corpus) - len(relevant):,} random others, seed {seed}); scores "
-        "are higher than on the full corpus, the comparison between systems is what counts"
-    )
-    return BeirDataset(
-        name=f"{dataset.name} [sampled {len(corpus)}]",
-        path=dataset.path,
-        split=dataset.split,
-        corpus=corpus,
-        queries=dict(dataset.queries),
-        qrels={q: dict(j) for q, j in dataset.qrels.items()},
-        warnings=[*dataset.warnings, note],
-    )
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.specs import JudgeSpec, LLMSpec, SpecError, SystemSpec
 
 __all__ = [
     "SYSTEM_ALIASES",
@@ -485,8 +487,33 @@ def _check(condition: bool, message: str) -> None:
         raise RecipeError(message)
 
 
+def _parses(key: str, parse: Callable[[], object]) -> None:
+    """Parse a spec value once while loading, so a bad one fails before anything runs, naming its key."""
+    try:
+        parse()
+    except SpecError as error:
+        raise RecipeError(f"{key}: {error}") from None
+
+
+def _validate_specs(recipe: Recipe) -> None:
+    gen, llm = recipe.generate, recipe.llm
+    _parses(
+        "llm.spec",
+        lambda: LLMSpec.parse(llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env),
+    )
+    if gen.judge not in ("embedder", "reranker"):
+        _parses("generate.judge", lambda: JudgeSpec.parse(gen.judge, purpose="relevance"))
+    if gen.preferences.judge not in ("embedder", "reranker"):
+        _parses("generate.preferences.judge", lambda: JudgeSpec.parse(gen.preferences.judge, purpose="preference"))
+    _parses("generate.candidate_retriever", lambda: SystemSpec.parse(gen.candidate_retriever))
+    for name in recipe.evaluate.systems:
+        if ":" in name:
+            _parses("evaluate.systems", functools.partial(SystemSpec.parse, name))
+
+
 def _validate(recipe: Recipe) -> None:
     gen, train, ev = recipe.generate, recipe.train, recipe.evaluate
+    _validate_specs(recipe)
     _check(bool(recipe.dataset.path.strip()), "dataset.path: empty; give a BEIR folder or a BEIR name (scifact)")
     for key, value in (
         ("dataset.max_train_queries", recipe.dataset.max_train_queries),

@@ -10,7 +10,7 @@ from syntriever_haystack.flow.context import FlowContext
 from syntriever_haystack.flow.evaluation import results_table
 
 if TYPE_CHECKING:
-    from syntriever_haystack.flow.runner import RunSummary
+    from syntriever_haystack.flow.summary import RunSummary
 
 
 def steps_table(summary: RunSummary) -> str:

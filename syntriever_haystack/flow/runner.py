@@ -18,43 +18,16 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from syntriever_haystack.flow.context import FlowContext, FlowError, GeneratorFactory, remove
+from syntriever_haystack.flow.context import FlowContext, FlowError, GeneratorFactory, remove, write_json
 from syntriever_haystack.flow.recipe import Recipe, dump_recipe
-from syntriever_haystack.flow.steps import STEP_NAMES, STEPS, Step, _write_json
+from syntriever_haystack.flow.step import Step
+from syntriever_haystack.flow.steps import STEP_NAMES, STEPS
+from syntriever_haystack.flow.summary import RunSummary, StepRecord
 
-__all__ = ["FlowRunner", "RunSummary", "StepRecord"]
-
-
-@dataclass
-class StepRecord:
-    """What happened to one step in this run: ``ran``, ``resumed``, ``skipped``, ``disabled`` or ``failed``."""
-
-    name: str
-    status: str
-    seconds: float = 0.0
-    fingerprint: str | None = None
-    reason: str = ""
-    ran_seconds: float | None = None  # skipped steps: how long the run that produced their outputs took
-
-
-@dataclass
-class RunSummary:
-    """The outcome of :meth:`FlowRunner.run`."""
-
-    out: Path
-    steps: list[StepRecord] = field(default_factory=list)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    complete: bool = False
-
-    def status(self, name: str) -> str:
-        """The status of step ``name``."""
-        return next(r.status for r in self.steps if r.name == name)
+__all__ = ["FlowRunner"]
 
 
 def _stat(path: Path) -> list[Any]:
@@ -209,13 +182,13 @@ class FlowRunner:
             remove(*step.clean(ctx.layout))
         ctx.echo(f"{label}: {step.description} — {reason}")
         started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
-        _write_json(
+        write_json(
             self._stamp_path(step.name), {"status": "running", "fingerprint": fingerprint, "started": started_wall}
         )
         result = step.run(ctx, resume)
         seconds = time.perf_counter() - self._started
         token = uuid.uuid4().hex
-        _write_json(
+        write_json(
             self._stamp_path(step.name),
             {
                 "status": "done",
@@ -254,7 +227,7 @@ class FlowRunner:
             ],
             "warnings": summary.warnings,
         }
-        _write_json(self.context.layout.flow_json, flow)
+        write_json(self.context.layout.flow_json, flow)
         write_reports(self.context, summary)
         if not self.quiet:
             print_summary(self.context, summary)

@@ -20,6 +20,7 @@ from syntriever_haystack.evaluate.systems import (
     default_cache_dir,
     parse_system,
 )
+from syntriever_haystack.specs import SystemSpec
 
 Candidates = dict[str, list[tuple[str, float]]]  # query id → [(doc id, score)], best first
 
@@ -41,16 +42,16 @@ class SpecRetriever:
 
     def __init__(
         self,
-        spec: str,
+        spec: SystemSpec | str,
         corpus: Mapping[str, Passage],
         *,
         include_title: bool = True,
         cache: EmbeddingCache | None = None,
         progress: bool = True,
     ) -> None:
-        self.system = parse_system(spec)
+        self.system = spec if isinstance(spec, SystemSpec) else parse_system(spec)
         check_system(self.system)
-        self.name = spec
+        self.name = str(self.system)
         self.corpus = dict(corpus)
         self.include_title = include_title
         self.cache = cache

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.specs import JudgeSpec, LLMSpec, SystemSpec
 
 
 # ------------------------------------------------------------------------------------------------ shared setup
@@ -68,21 +68,29 @@ def _add_common(parser: argparse.ArgumentParser, task: str) -> None:
 
 
 class _Run:
-    """The objects one command needs: LLM client, cache, prompts, accounting."""
+    """The objects one command needs, built once from its arguments: typed specs, LLM client, prompts, accounting."""
 
     def __init__(self, args: argparse.Namespace, task: str) -> None:
         from syntriever_haystack.generate.accounting import Accounting, PriceTable
         from syntriever_haystack.generate.backends import make_generator
-        from syntriever_haystack.generate.cache import ResponseCache
         from syntriever_haystack.generate.llm import LLMClient, LLMSettings
         from syntriever_haystack.generate.prompts import load_prompts
+        from syntriever_haystack.generate.tasks import LLMSession
 
-        if args.structured_output and args.llm.partition(":")[0] == "local":
+        llm = LLMSpec.parse(
+            args.llm, api_base_url=args.api_base_url, api_key_env=args.api_key_env, timeout_s=args.timeout
+        )
+        if args.structured_output and llm.is_local:
             # the embedded model has no JSON-schema mode: every request would fail on the response_format
             raise SyntrieverError(
                 "--structured-output needs an OpenAI(-compatible) model (--llm openai:MODEL); the local model's "
                 "plain-text answers are parsed tolerantly without it."
             )
+        if task == "preferences":
+            self.judge = JudgeSpec.parse(args.judge, purpose="preference")
+        else:
+            self.judge = JudgeSpec.parse(args.judge, purpose="relevance")
+        self.judge.check()  # a missing judge model fails before any LLM call
         self.args = args
         self.task = task
         self.out: Path = args.out
@@ -90,12 +98,7 @@ class _Run:
         extra = json.loads(args.generation_kwargs) if args.generation_kwargs else None
         if extra is not None and not isinstance(extra, dict):
             raise SyntrieverError("--generation-kwargs must be a JSON object, e.g. '{\"temperature\": 0.5}'.")
-        self.prompts = load_prompts(args.prompts)
-        self.accounting = Accounting(PriceTable.load(args.prices) if args.prices else None)
-        self.cache = ResponseCache(args.cache or self.out / "llm-cache.sqlite")
-        self.generator = make_generator(
-            args.llm, api_base_url=args.api_base_url, api_key_env=args.api_key_env, timeout_s=args.timeout
-        )
+        self.generator = make_generator(llm)
         if args.batch and not hasattr(self.generator, "api_base_url"):
             raise SyntrieverError("--batch needs an OpenAI(-compatible) model: use --llm openai:MODEL.")
         settings = LLMSettings(
@@ -109,21 +112,37 @@ class _Run:
             max_tokens_param=args.max_tokens_param,
             generation_kwargs=extra,
         )
-        self.client = LLMClient(self.generator, cache=self.cache, settings=settings, accounting=self.accounting)
+        self.client = LLMClient.open(
+            self.generator,
+            cache_path=args.cache or self.out / "llm-cache.sqlite",
+            settings=settings,
+            accounting=Accounting(PriceTable.load(args.prices) if args.prices else None),
+        )
+        self.accounting = self.client.accounting
+        self.session = LLMSession(self.client, load_prompts(args.prompts), self.execute)
 
-    def dataset(self, split: str | None) -> Any:
+    def task_run(self, parallel: int, **provenance: Any) -> Any:
+        from syntriever_haystack.generate.tasks import TaskRun
+
+        return TaskRun(parallel=max(parallel, 1), progress=not self.args.quiet, provenance=provenance)
+
+    def dataset(self, split: str) -> Any:
         from syntriever_haystack.data.beir import load_beir
+
+        return load_beir(self._folder(), split=split)
+
+    def corpus(self) -> dict[str, Any]:
+        from syntriever_haystack.data.beir import Passage, read_corpus
+
+        corpus: dict[str, Passage] = read_corpus(self._folder() / "corpus.jsonl")
+        return corpus
+
+    def _folder(self) -> Path:
         from syntriever_haystack.data.download import resolve_dataset
 
         if not self.args.dataset:
             raise SyntrieverError("--dataset is required: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")
-        folder = resolve_dataset(self.args.dataset)
-        if split is None:
-            from syntriever_haystack.data.beir import Passage, read_corpus
-
-            corpus: dict[str, Passage] = read_corpus(folder / "corpus.jsonl")
-            return corpus
-        return load_beir(folder, split=split)
+        return resolve_dataset(self.args.dataset)
 
     def execute(self, job: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
         """Run ``job``; with ``--batch``, in collect/submit/ingest rounds until nothing is pending."""
@@ -131,9 +150,10 @@ class _Run:
             return asyncio.run(job())
         from syntriever_haystack.generate.batch import BatchRunner
 
+        assert self.client.cache is not None
         runner = BatchRunner.from_generator(
             self.generator,
-            self.cache,
+            self.client.cache,
             self.out / "batches",
             accounting=self.accounting,
             poll_interval_s=self.args.batch_poll,
@@ -159,7 +179,8 @@ class _Run:
         self.accounting.write(self.out, extra={"task": self.task, "config": config, **extra})
         print(self.accounting.to_markdown(f"syntriever generate {self.task}"))
         print(f"outputs in {self.out}")
-        self.cache.close()
+        if self.client.cache is not None:
+            self.client.cache.close()
         failures = sum(self.accounting.failures.values())
         if failures:
             print(
@@ -172,134 +193,79 @@ class _Run:
 
 # --------------------------------------------------------------------------------------------------- commands
 def _cmd_retriever(args: argparse.Namespace) -> int:
-    from syntriever_haystack.generate.judges import relevance_judge
-    from syntriever_haystack.generate.retriever_data import QueryItem, RetrieverDataGenerator
+    from syntriever_haystack.generate import tasks
 
     run = _Run(args, "retriever")
+    include_title = not args.no_title
     if args.queries_file is not None:
-        items = _synthetic_query_items(run, args)
+        items = tasks.synthetic_query_items(args.queries_file, run.corpus(), include_title=include_title)
     else:
-        dataset = run.dataset(args.split)
-        texts = dict(zip(dataset.doc_ids, dataset.doc_texts(include_title=not args.no_title), strict=True))
-        items = [
-            QueryItem(
-                qid, text, tuple((d, texts[d]) for d, s in dataset.qrels.get(qid, {}).items() if s > 0 and d in texts)
-            )
-            for qid, text in dataset.queries.items()
-        ]
-    if args.max_queries is not None:
-        items = random.Random(args.seed).sample(items, min(args.max_queries, len(items)))
-    judge = relevance_judge(args.judge, client=run.client, prompt=run.prompts["verify"])
-    generator = RetrieverDataGenerator(
-        client=run.client,
-        prompts=run.prompts,
-        judge=judge,
+        items = tasks.split_query_items(run.dataset(args.split), include_title=include_title)
+    items = tasks.seeded_sample(items, args.max_queries, args.seed)
+    result = tasks.generate_retriever_examples(
+        items,
+        run.out / "retriever.jsonl",
+        session=run.session,
+        judge=run.judge,
         use_cot=not args.no_cot,
         verify_negative=not args.no_verify_negative,
-        parallel=max(args.concurrency, 1),
-        progress=not args.quiet,
-        extra_provenance={"dataset": str(args.dataset), "split": args.split},
+        run=run.task_run(args.concurrency, dataset=str(args.dataset), split=args.split),
     )
-    stats = run.execute(lambda: generator.generate(items, run.out / "retriever.jsonl"))
-    return run.finish({"records": stats.records, "items": len(items), "judge": judge.name})
-
-
-def _synthetic_query_items(run: _Run, args: argparse.Namespace) -> list[Any]:
-    """Fully synthetic setting: accepted queries of ``generate reranker`` (queries.jsonl), source passage as gold."""
-    from syntriever_haystack.generate.records import JsonlStore
-    from syntriever_haystack.generate.retriever_data import QueryItem
-
-    corpus = run.dataset(None)
-    items = []
-    with JsonlStore(args.queries_file) as store:
-        for record in store.records():
-            if record.get("kind") != "query":
-                raise SyntrieverError(
-                    f"{args.queries_file} holds {record.get('kind')!r} records; pass the queries.jsonl written by "
-                    "`syntriever generate reranker`."
-                )
-            if record.get("rejected"):
-                continue
-            source = record["source_doc_id"]
-            if source not in corpus:
-                raise SyntrieverError(
-                    f"Query {record['id']} comes from document {source!r}, not in --dataset's corpus."
-                )
-            passage = corpus[source]
-            text = f"{passage.title} {passage.text}".strip() if passage.title and not args.no_title else passage.text
-            items.append(QueryItem(record["id"], record["query"], ((source, text),)))
-    return items
+    return run.finish({"records": result.stats.records, "items": result.items, "judge": result.judge})
 
 
 def _cmd_preferences(args: argparse.Namespace) -> int:
+    from syntriever_haystack.generate import tasks
     from syntriever_haystack.generate.candidates import SpecRetriever
-    from syntriever_haystack.generate.judges import preference_judge
-    from syntriever_haystack.generate.preferences import CandidateSet, PreferenceGenerator
 
     run = _Run(args, "preferences")
+    system = SystemSpec.parse(args.retriever)
     dataset = run.dataset(args.split)
     queries = dict(dataset.queries)
     if args.max_queries is not None:
-        chosen = random.Random(args.seed).sample(sorted(queries), min(args.max_queries, len(queries)))
-        queries = {q: queries[q] for q in chosen}
-    retriever = SpecRetriever(args.retriever, dataset.corpus, include_title=not args.no_title, progress=not args.quiet)
-    ranked = retriever.retrieve(queries, args.top_k)
-    texts = dict(zip(dataset.doc_ids, dataset.doc_texts(include_title=not args.no_title), strict=True))
-    items = [
-        CandidateSet(qid, text, tuple((d, texts[d]) for d, _ in ranked.get(qid, [])[: args.top_k]))
-        for qid, text in queries.items()
-    ]
-    judge = preference_judge(
-        args.judge,
-        client=run.client,
-        prompt=run.prompts["preference"],
+        queries = {q: queries[q] for q in tasks.seeded_sample(sorted(queries), args.max_queries, args.seed)}
+    include_title = not args.no_title
+    retriever = SpecRetriever(system, dataset.corpus, include_title=include_title, progress=not args.quiet)
+    items = tasks.candidate_sets(queries, retriever, dataset.corpus, top_k=args.top_k, include_title=include_title)
+    result = tasks.generate_preferences(
+        items,
+        run.out / "preferences.jsonl",
+        judge=run.judge,
+        session=run.session,
+        retriever=str(system),
         both_orders=not args.single_order,
         require_consistent=not args.keep_inconsistent,
+        run=run.task_run(args.concurrency // 2, dataset=str(args.dataset), split=args.split, top_k=args.top_k),
     )
-    generator = PreferenceGenerator(
-        judge=judge,
-        client=run.client,
-        retriever=args.retriever,
-        parallel=max(args.concurrency // 2, 1),
-        progress=not args.quiet,
-        extra_provenance={"dataset": str(args.dataset), "split": args.split, "top_k": args.top_k},
+    return run.finish(
+        {"records": result.stats.records, "items": result.items, "judge": result.judge, "retriever": str(system)}
     )
-    stats = run.execute(lambda: generator.generate(items, run.out / "preferences.jsonl"))
-    return run.finish({"records": stats.records, "items": len(items), "judge": judge.name, "retriever": args.retriever})
 
 
 def _cmd_reranker(args: argparse.Namespace) -> int:
     from syntriever_haystack.data.beir import Passage
+    from syntriever_haystack.generate import tasks
     from syntriever_haystack.generate.candidates import SpecRetriever
-    from syntriever_haystack.generate.filters import QueryFilter
-    from syntriever_haystack.generate.judges import relevance_judge
-    from syntriever_haystack.generate.reranker_data import PassageItem, RerankerDataGenerator
 
     run = _Run(args, "reranker")
+    system = SystemSpec.parse(args.retriever)
     if args.documents is not None:
         from syntriever_haystack.data.documents import load_documents
 
         documents = load_documents(args.documents, progress=not args.quiet)
         corpus = {d.id: Passage("", d.content or "", dict(d.meta)) for d in documents}
     else:
-        corpus = run.dataset(None)
+        corpus = run.corpus()
     include_title = not args.no_title
-    eligible = [d for d, p in corpus.items() if len(p.text.split()) >= args.min_words]
-    if not eligible:
-        raise SyntrieverError(f"No passage has at least {args.min_words} words; lower --min-words.")
-    sampled = random.Random(args.seed).sample(eligible, min(args.passages, len(eligible)))
-    passages = [
-        PassageItem(
-            d, f"{corpus[d].title} {corpus[d].text}".strip() if include_title and corpus[d].title else corpus[d].text
-        )
-        for d in sampled
-    ]
-    judge = relevance_judge(args.judge, client=run.client, prompt=run.prompts["relevance"])
-    retriever = SpecRetriever(args.retriever, corpus, include_title=include_title, progress=not args.quiet)
-    generator = RerankerDataGenerator(
-        client=run.client,
-        prompts=run.prompts,
-        judge=judge,
+    passages = tasks.sample_passages(
+        corpus, args.passages, min_words=args.min_words, seed=args.seed, include_title=include_title
+    )
+    retriever = SpecRetriever(system, corpus, include_title=include_title, progress=not args.quiet)
+    result = tasks.generate_reranker_groups(
+        passages,
+        run.out,
+        session=run.session,
+        judge=run.judge,
         retriever=retriever,
         corpus=corpus,
         queries_per_passage=args.queries_per_passage,
@@ -308,13 +274,11 @@ def _cmd_reranker(args: argparse.Namespace) -> int:
         round_trip_k=args.round_trip,
         verify_source=not args.no_verify_source,
         include_title=include_title,
-        parallel=max(args.concurrency, 1),
-        progress=not args.quiet,
-        query_filter=QueryFilter(),
-        extra_provenance={"dataset": str(args.dataset or args.documents)},
+        run=run.task_run(args.concurrency, dataset=str(args.dataset or args.documents)),
     )
-    stats = run.execute(lambda: generator.generate(passages, run.out))
-    return run.finish({"stats": stats, "passages": len(passages), "judge": judge.name, "retriever": args.retriever})
+    return run.finish(
+        {"stats": result.stats, "passages": result.items, "judge": result.judge, "retriever": str(system)}
+    )
 
 
 def _cmd_export(args: argparse.Namespace) -> int:

@@ -11,8 +11,6 @@ from haystack import default_from_dict, default_to_dict
 from haystack.core.serialization import component_to_dict
 from haystack.utils.deserialization import deserialize_chatgenerator_inplace
 
-from syntriever_haystack.generate.accounting import Accounting
-from syntriever_haystack.generate.cache import ResponseCache
 from syntriever_haystack.generate.llm import LLMClient, LLMSettings
 from syntriever_haystack.generate.prompts import PromptTemplate, load_prompts
 
@@ -84,9 +82,9 @@ class LLMComponentMixin:
             return
         if hasattr(self.chat_generator, "warm_up"):
             self.chat_generator.warm_up()
-        self._client = LLMClient(
+        self._client = LLMClient.open(
             self.chat_generator,
-            cache=ResponseCache(self.cache_path) if self.cache_path else None,
+            cache_path=self.cache_path or None,
             settings=LLMSettings(
                 concurrency=self.concurrency,
                 requests_per_minute=self.requests_per_minute,
@@ -96,7 +94,6 @@ class LLMComponentMixin:
                 structured_output=self.structured_output,
                 generation_kwargs=self.generation_kwargs,
             ),
-            accounting=Accounting(),
         )
 
     @property

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from haystack.dataclasses import ChatMessage
@@ -227,6 +228,26 @@ class LLMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cooldown_until = 0.0
         self._warmed = False
+
+    @classmethod
+    def open(
+        cls,
+        generator: Any,
+        *,
+        cache_path: str | Path | None,
+        settings: LLMSettings,
+        accounting: Accounting | None = None,
+        sync_calls: bool = False,
+    ) -> LLMClient:
+        """The one way a command, a flow step or a component assembles its client: ``generator`` with a response
+        cache at ``cache_path`` (``None``: no cache), ``settings`` and fresh accounting."""
+        return cls(
+            generator,
+            cache=ResponseCache(cache_path) if cache_path is not None else None,
+            settings=settings,
+            accounting=accounting or Accounting(),
+            sync_calls=sync_calls,
+        )
 
     # ------------------------------------------------------------------------------------------- plumbing
     def _loop_state(self) -> tuple[asyncio.Semaphore, RateLimiter]:

@@ -2,7 +2,7 @@
 
 Each :class:`PromptTemplate` renders to chat messages: a system message, few-shot turns (a user turn with
 the example's inputs, an assistant turn with its answer) and the final user turn. Chat models read them as a
-conversation; :class:`~haystack_integrations.components.generators.syntriever.GGUFChatGenerator` renders the
+conversation; the offline model (:class:`~syntriever_haystack.generate.local_llm.LocalChatModel`) renders the
 same turns as a plain few-shot transcript for small *base* models, which is why every prompt carries
 examples whose answers show the exact output format.
 

@@ -92,10 +92,7 @@ class RerankerDataGenerator:
     extra_provenance: dict[str, Any] = field(default_factory=dict)
 
     def passage_text(self, doc_id: str) -> str:
-        passage = self.corpus[doc_id]
-        if self.include_title and passage.title:
-            return f"{passage.title} {passage.text}".strip()
-        return passage.text
+        return self.corpus[doc_id].model_text(self.include_title)
 
     async def generate(self, passages: Sequence[PassageItem], output_dir: str | Path) -> dict[str, Any]:
         folder = Path(output_dir)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args
+from syntriever_haystack.paths import cache_root
 
 if TYPE_CHECKING:
     from haystack import Document, Pipeline
@@ -40,8 +39,7 @@ def _store_path(args: argparse.Namespace) -> Path:
         return Path(args.store_path).expanduser()
     if any(sep in args.index for sep in ("/", "\\")) or args.index in ("", ".", ".."):
         raise SyntrieverError(f"--index {args.index!r} is not a valid store name; pass --store-path FILE instead.")
-    root = Path(os.environ.get("SYNTRIEVER_CACHE", Path.home() / ".cache" / "syntriever")).expanduser()
-    return root / "stores" / f"{args.index}.json"
+    return cache_root() / "stores" / f"{args.index}.json"
 
 
 def _beir_documents(args: argparse.Namespace) -> list[Document]:
@@ -54,9 +52,7 @@ def _beir_documents(args: argparse.Namespace) -> list[Document]:
     corpus = read_corpus(folder / "corpus.jsonl")
     documents = []
     for doc_id, passage in corpus.items():
-        text = passage.text
-        if passage.title and not args.no_title:
-            text = f"{passage.title} {passage.text}".strip()
+        text = passage.model_text(not args.no_title)
         if text.strip():
             documents.append(Document(id=doc_id, content=text, meta={"title": passage.title, **passage.metadata}))
     if not documents:
@@ -86,18 +82,9 @@ def _file_chunks(args: argparse.Namespace) -> list[Document]:
 
 
 def _run_indexing(pipeline: Pipeline, documents: list[Document], *, quiet: bool) -> int:
-    from tqdm import tqdm
+    from syntriever_haystack.serve.indexing import index_documents
 
-    from syntriever_haystack.serve.pipelines import indexing_inputs
-
-    written = 0
-    with tqdm(total=len(documents), desc="Indexing", unit="doc", disable=quiet, file=sys.stderr) as bar:
-        for start in range(0, len(documents), BATCH_DOCUMENTS):
-            batch = documents[start : start + BATCH_DOCUMENTS]
-            result = pipeline.run(indexing_inputs(pipeline, batch))
-            written += int(result["writer"]["documents_written"])
-            bar.update(len(batch))
-    return written
+    return index_documents(pipeline, documents, batch_size=BATCH_DOCUMENTS, progress=not quiet).written
 
 
 def _check_index_flags(args: argparse.Namespace, kind: str) -> None:

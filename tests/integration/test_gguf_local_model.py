@@ -112,7 +112,7 @@ def test_tokenizer_matches_llama_cpp(gemma: Any) -> None:
 
     gguf_path = default_cache_dir() / "gemma-3-270m-q4_k_m.gguf"
     reference = llama_cpp.Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
-    tokenizer = gemma._backend.tokenizer
+    tokenizer = gemma._chat_model.engine.tokenizer
     texts = [
         *PASSAGES,
         *(e for e, _ in EXAMPLES),

@@ -25,12 +25,11 @@ pytest.importorskip("sentence_transformers")
 from haystack.dataclasses import ChatMessage, ChatRole
 
 from syntriever_haystack.cli import main
-from syntriever_haystack.data.beir import load_beir
-from syntriever_haystack.flow import FlowRunner, RecipeError, dump_recipe, load_recipe, quickstart_recipe
-from syntriever_haystack.flow.context import FlowError
-from syntriever_haystack.flow.evaluation import Models, sample_corpus, system_spec
+from syntriever_haystack.data.beir import load_beir, sample_corpus
+from syntriever_haystack.flow import FlowRunner, RecipeError, RunSummary, dump_recipe, load_recipe, quickstart_recipe
+from syntriever_haystack.flow.context import FlowError, Layout
+from syntriever_haystack.flow.evaluation import Models, system_spec
 from syntriever_haystack.flow.recipe import recipe_from_dict
-from syntriever_haystack.flow.runner import RunSummary
 from syntriever_haystack.flow.steps import STEP_NAMES, STEPS
 from tests.conftest import ROOT, WORDS, build_tiny_bert
 from tests.support.scripted_llm import answer_for
@@ -229,6 +228,7 @@ def test_a_changed_training_setting_reruns_training_and_downstream_only(
     ran = {name for name, status in statuses(summary).items() if status == "ran"}
     assert ran == {
         "train-retriever",
+        "export-stage1",
         "generate-preferences",
         "train-stage2",
         "export-retriever",
@@ -296,6 +296,36 @@ def test_force_step_and_until(first_run: tuple[dict[str, Any], Path, RunSummary]
     assert not summary.complete
     with pytest.raises(FlowError, match="unknown step 'indexing'"):
         run_flow(recipe, out, until="indexing")
+
+
+def test_steps_are_ordered_after_their_upstream_steps() -> None:
+    """A dep listed after its step would silently count as ``disabled`` in the fingerprint."""
+    assert len(set(STEP_NAMES)) == len(STEP_NAMES)
+    for position, step in enumerate(STEPS):
+        assert set(step.deps) <= set(STEP_NAMES[:position]), step.name
+    assert STEP_NAMES.index("train-retriever") < STEP_NAMES.index("export-stage1")
+    assert STEP_NAMES.index("export-stage1") < STEP_NAMES.index("generate-preferences")
+
+
+def test_stage1_is_exported_by_its_own_step_only_for_stage2_candidates(tmp_path: Path) -> None:
+    steps = {step.name: step for step in STEPS}
+    export, preferences = steps["export-stage1"], steps["generate-preferences"]
+    assert "export-stage1" in preferences.deps
+    layout = Layout(tmp_path)
+    assert export.outputs(layout) == [layout.stage1_onnx / "syntriever.json"]
+    assert layout.stage1_onnx not in preferences.clean(layout)  # generate-preferences no longer owns the export
+    recipe = quickstart_recipe()
+    stage2 = dataclasses.replace(recipe.train.stage2, enabled=True)
+    on = dataclasses.replace(recipe, train=dataclasses.replace(recipe.train, stage2=stage2))
+    bm25 = dataclasses.replace(
+        on,
+        generate=dataclasses.replace(
+            on.generate, preferences=dataclasses.replace(on.generate.preferences, retriever="bm25")
+        ),
+    )
+    assert (export.enabled(recipe), preferences.enabled(recipe)) == (False, False)
+    assert (export.enabled(on), preferences.enabled(on)) == (True, True)
+    assert (export.enabled(bm25), preferences.enabled(bm25)) == (False, True)  # BM25 candidates: nothing to export
 
 
 # -------------------------------------------------------------------------------------------------- recipe

