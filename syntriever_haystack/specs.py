@@ -187,11 +187,13 @@ class SystemSpec:
 
 def _check_params(kind: str, params: Iterable[tuple[str, str]], spec: str) -> None:
     allowed = _ALLOWED_PARAMS[kind]
-    for key, _ in params:
+    for key, value in params:
         if key not in allowed:
             raise SystemSpecError(
                 f"unknown parameter {key!r} for {kind} in system {spec!r}; allowed: {', '.join(sorted(allowed))}"
             )
+        if key == "precision" and value not in PRECISIONS:
+            raise SystemSpecError(f"precision of {kind} in system {spec!r}: must be one of fp32, int8, got {value!r}")
 
 
 def _system_params(text: str, spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:

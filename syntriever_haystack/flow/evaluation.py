@@ -16,6 +16,7 @@ import numpy as np
 
 from syntriever_haystack.evaluate.systems import EmbeddingCache
 from syntriever_haystack.flow.context import FlowContext, FlowError
+from syntriever_haystack.specs import Precision
 
 if TYPE_CHECKING:
     from syntriever_haystack.data.beir import BeirDataset
@@ -29,9 +30,9 @@ class Models:
     base: Path
     retriever: Path | None
     reranker: Path | None
-    base_precision: str
-    precision: str
-    reranker_precision: str
+    base_precision: Precision
+    precision: Precision
+    reranker_precision: Precision
     reranker_max_length: int
     rerank_depth: int
 

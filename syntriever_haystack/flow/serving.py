@@ -12,6 +12,7 @@ from typing import Any
 
 from syntriever_haystack.flow.context import FlowContext, FlowError
 from syntriever_haystack.flow.recipe import ServeSection
+from syntriever_haystack.specs import Precision
 
 
 def document_store(serve: ServeSection, model: Path) -> Any:
@@ -35,8 +36,8 @@ def build_pipelines(
     *,
     embedder: Path,
     ranker: Path | None,
-    precision: str,
-    ranker_precision: str,
+    precision: Precision,
+    ranker_precision: Precision,
     top_k: int,
     rerank_depth: int,
 ) -> dict[str, Any]:
@@ -49,18 +50,18 @@ def build_pipelines(
             store,
             embedder,
             split_by=None,
-            precision=precision,  # type: ignore[arg-type]
+            precision=precision,
             progress_bar=True,
         ),
-        "query": query_pipeline(store, embedder, precision=precision, top_k=top_k),  # type: ignore[arg-type]
+        "query": query_pipeline(store, embedder, precision=precision, top_k=top_k),
     }
     if ranker is not None:
         built["query-rerank"] = query_pipeline(
             store,
             embedder,
             ranker,
-            precision=precision,  # type: ignore[arg-type]
-            ranker_precision=ranker_precision,  # type: ignore[arg-type]
+            precision=precision,
+            ranker_precision=ranker_precision,
             top_k=top_k,
             candidates=rerank_depth,
         )

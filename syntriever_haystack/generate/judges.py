@@ -28,6 +28,8 @@ import numpy as np
 
 from syntriever_haystack.generate.llm import LLMClient, gather_answers
 from syntriever_haystack.generate.prompts import PromptTemplate
+from syntriever_haystack.runtime.encode import embed_documents, embed_queries, score_documents
+from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 from syntriever_haystack.specs import JudgeSpec, JudgeSpecError, Precision
 
 Scorer = Callable[[str, Sequence[str]], list[float]]
@@ -171,60 +173,45 @@ class ScorePreferenceJudge:
 
 # ------------------------------------------------------------------------------------------------- scorers
 class EmbedderScorer:
-    """Cosine similarity from our exported ONNX bi-encoder (torch-free)."""
+    """Cosine similarity from our exported ONNX bi-encoder (torch-free).
+
+    The query and the passages are encoded exactly as :class:`SyntrieverTextEmbedder` and
+    :class:`SyntrieverDocumentEmbedder` encode them (the shared rules of :mod:`syntriever_haystack.runtime.encode`).
+    """
 
     def __init__(self, model: str | Path, *, precision: Precision = "fp32") -> None:
-        from haystack_integrations.components.embedders.syntriever import (
-            SyntrieverDocumentEmbedder,
-            SyntrieverTextEmbedder,
-        )
-
-        self.text_embedder = SyntrieverTextEmbedder(model=model, precision=precision)
-        self.doc_embedder = SyntrieverDocumentEmbedder(
-            model=model,
-            precision=precision,
-            progress_bar=False,
-        )
+        self.model_dir = str(model)
+        self.precision: Precision = precision
+        self._model: OnnxModel | None = None
         self._lock = threading.Lock()
-        self._warm = False
 
     def __call__(self, query: str, passages: Sequence[str]) -> list[float]:
-        from haystack import Document
-
         with self._lock:
-            if not self._warm:
-                self.text_embedder.warm_up()
-                self.doc_embedder.warm_up()
-                self._warm = True
-            q = np.asarray(self.text_embedder.run(text=query)["embedding"], dtype=np.float32)
-            docs = self.doc_embedder.run(documents=[Document(content=p) for p in passages])["documents"]
-        d = np.asarray([doc.embedding for doc in docs], dtype=np.float32)
+            if self._model is None:
+                self._model = load_onnx_model(self.model_dir, precision=self.precision, expected_kind="bi-encoder")
+            q = embed_queries(self._model, [query], batch_size=1)[0]
+            d = embed_documents(self._model, list(passages))
         q = q / max(float(np.linalg.norm(q)), 1e-12)
         d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
         return [float(x) for x in d @ q]
 
 
 class RankerScorer:
-    """``sigmoid(logit)`` of our exported ONNX cross-encoder (torch-free)."""
+    """``sigmoid(logit)`` of our exported ONNX cross-encoder (torch-free), scored as :class:`SyntrieverRanker`
+    scores (the shared rules of :mod:`syntriever_haystack.runtime.encode`)."""
 
     def __init__(self, model: str | Path, *, precision: Precision = "fp32") -> None:
-        from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
-
-        self.ranker = SyntrieverRanker(model=model, precision=precision, scale_score=True)
+        self.model_dir = str(model)
+        self.precision: Precision = precision
+        self._model: OnnxModel | None = None
         self._lock = threading.Lock()
-        self._warm = False
 
     def __call__(self, query: str, passages: Sequence[str]) -> list[float]:
-        from haystack import Document
-
-        documents = [Document(id=str(i), content=p) for i, p in enumerate(passages)]
         with self._lock:
-            if not self._warm:
-                self.ranker.warm_up()
-                self._warm = True
-            ranked = self.ranker.run(query=query, documents=documents, top_k=len(documents))["documents"]
-        by_id = {d.id: float(d.score or 0.0) for d in ranked}
-        return [by_id[str(i)] for i in range(len(passages))]
+            if self._model is None:
+                self._model = load_onnx_model(self.model_dir, precision=self.precision, expected_kind="cross-encoder")
+            scores = score_documents(self._model, query, list(passages), scale_score=True, batch_size=16)
+        return [float(s) for s in scores]
 
 
 # ---------------------------------------------------------------------------------------------------- specs

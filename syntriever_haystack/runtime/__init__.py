@@ -1,3 +1,4 @@
-"""The torch-free runtime at the bottom of the stack: exported-model metadata, ONNX Runtime inference, the text
-a model sees (prefixes, meta fields) and the vector-space rule. Imports nothing of the library or the components.
+"""The torch-free runtime at the bottom of the stack: exported-model metadata, ONNX Runtime inference, the encoding
+rules every consumer shares (prefixes, meta fields, normalisation, score scaling: :mod:`.encode`) and the
+vector-space rule. Imports nothing of the library or the components.
 """

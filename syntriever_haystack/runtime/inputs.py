@@ -6,6 +6,8 @@ from typing import Any
 
 from haystack import Document
 
+from syntriever_haystack.runtime.encode import passage_text
+
 
 def check_text(component: str, text: Any, *, hint: str) -> None:
     """Raise a ``TypeError`` that names the fix when ``text`` is not a string."""
@@ -32,5 +34,9 @@ def document_text(doc: Document, *, meta_fields: list[str], separator: str, pref
 
     Same convention as the sentence-transformers Haystack components, so embeddings are interchangeable.
     """
-    meta_values = [str(doc.meta[key]) for key in meta_fields if doc.meta.get(key) is not None]
-    return prefix + separator.join([*meta_values, doc.content or ""]) + suffix
+    return prefix + passage_text(doc.content, doc.meta, meta_fields=meta_fields, separator=separator) + suffix
+
+
+def documents_texts(documents: list[Document], *, meta_fields: list[str], separator: str) -> list[str]:
+    """:func:`~syntriever_haystack.runtime.encode.passage_text` of each Document (prefixes are added later)."""
+    return [passage_text(doc.content, doc.meta, meta_fields=meta_fields, separator=separator) for doc in documents]

@@ -55,6 +55,13 @@ def load_onnx_model(
     return cached
 
 
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero): the one L2 normalisation of the runtime."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalized: np.ndarray = vectors / np.clip(norms, 1e-12, None)
+    return normalized
+
+
 class OnnxModel:
     """An exported bi-encoder or cross-encoder, ready to run on ONNX Runtime.
 
@@ -202,10 +209,7 @@ class OnnxModel:
                 hidden = self.session.run([self.output_name], feed)[0]
                 out[idx] = self._pool(hidden, feed["attention_mask"])
                 bar.update(len(idx))
-        if normalize:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.clip(norms, 1e-12, None)
-        return out
+        return l2_normalize(out) if normalize else out
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if hidden.ndim == 2:  # graph already pooled

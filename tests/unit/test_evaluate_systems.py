@@ -321,16 +321,16 @@ def test_reranker_scores_each_pair_once_across_systems(
     tiny_dataset: Path, exported_bi_encoder: Path, exported_cross_encoder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two first stages reranked by one model: a (query, document) pair in both top lists is scored once."""
-    from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
+    from syntriever_haystack.evaluate import rerank
 
-    scored: list[tuple[str, str]] = []
-    original = SyntrieverRanker.run
+    scored: list[tuple[str, str]] = []  # (query, document text): every text of the tiny corpus is distinct
+    original = rerank.score_documents
 
-    def counting_run(self: SyntrieverRanker, query: str, documents: list[Any], **kwargs: Any) -> dict[str, Any]:
-        scored.extend((query, d.id) for d in documents)
-        return original(self, query=query, documents=documents, **kwargs)
+    def counting_score(model: Any, query: str, texts: list[str], **kwargs: Any) -> Any:
+        scored.extend((query, t) for t in texts)
+        return original(model, query, texts, **kwargs)
 
-    monkeypatch.setattr(SyntrieverRanker, "run", counting_run)
+    monkeypatch.setattr(rerank, "score_documents", counting_score)
     dataset = load_beir(tiny_dataset, "test")
     ce = exported_cross_encoder
     systems = [

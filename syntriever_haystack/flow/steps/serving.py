@@ -59,7 +59,8 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
 
     from syntriever_haystack.flow.evaluation import embeds_like_evaluation, onnx_fingerprint
     from syntriever_haystack.flow.serving import clear_store, store_of
-    from syntriever_haystack.serve.pipelines import indexing_inputs, load_pipeline
+    from syntriever_haystack.serve.indexing import index_documents
+    from syntriever_haystack.serve.pipelines import load_pipeline
 
     layout = ctx.layout
     pipeline = load_pipeline(layout.indexing_yaml)
@@ -71,16 +72,16 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     ]
     clear_store(store)
     embedder = "embedder" if "embedder" in dict(pipeline.walk()) else None
-    if embedder:
-        setattr(pipeline.get_component(embedder), "progress_bar", ctx.progress)  # noqa: B010 - a Component protocol
-    output = pipeline.run(indexing_inputs(pipeline, documents), include_outputs_from={embedder} if embedder else None)
+    if embedder:  # one progress bar for the whole corpus (index_documents'), not one per batch
+        setattr(pipeline.get_component(embedder), "progress_bar", False)  # noqa: B010 - a Component protocol
+    indexed = index_documents(pipeline, documents, progress=ctx.progress, keep_embedded=embedder is not None)
     result: dict[str, Any] = {
         "documents": store.count_documents(),
         "corpus": "evaluation" if sampled else "full",
         "corpus_documents": len(dataset.corpus),
         "store": ctx.recipe.serve.store,
     }
-    embedded = output.get(embedder, {}).get("documents") if embedder else None
+    embedded = indexed.embedded
     precision = ctx.precision("export-retriever")
     if (
         embedder

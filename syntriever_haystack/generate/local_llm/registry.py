@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from syntriever_haystack.generate.local_llm.params import LLM_LOCAL_HINT
+from syntriever_haystack.paths import cache_root
 
 __all__ = ["MODELS", "RegistryModel", "ResolvedModel", "default_cache_dir", "resolve_model"]
 
@@ -90,7 +91,7 @@ MODELS: dict[str, RegistryModel] = {
 
 def default_cache_dir() -> Path:
     """``$SYNTRIEVER_CACHE/llm``, else ``~/.cache/syntriever/llm``."""
-    return Path(os.environ.get("SYNTRIEVER_CACHE", Path.home() / ".cache" / "syntriever")) / "llm"
+    return cache_root() / "llm"
 
 
 @dataclass(frozen=True)

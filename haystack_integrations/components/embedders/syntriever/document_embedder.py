@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from haystack import Document, component, default_from_dict, default_to_dict
 
-from syntriever_haystack.runtime.inputs import check_documents, document_text
+from syntriever_haystack.runtime.encode import embed_documents
+from syntriever_haystack.runtime.inputs import check_documents, documents_texts
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
@@ -136,21 +137,15 @@ class SyntrieverDocumentEmbedder:
         if self._model is None:
             self.warm_up()
         assert self._model is not None
-        meta = self._model.metadata
-        prefix = meta.document_prefix if self.prefix is None else self.prefix
-        normalize = meta.normalize if self.normalize_embeddings is None else self.normalize_embeddings
-        texts = [
-            document_text(
-                doc,
-                meta_fields=self.meta_fields_to_embed,
-                separator=self.embedding_separator,
-                prefix=prefix,
-                suffix=self.suffix,
-            )
-            for doc in documents
-        ]
-        embeddings = self._model.embed(
-            texts, batch_size=self.batch_size, normalize=normalize, progress_bar=self.progress_bar
+        texts = documents_texts(documents, meta_fields=self.meta_fields_to_embed, separator=self.embedding_separator)
+        embeddings = embed_documents(
+            self._model,
+            texts,
+            prefix=self.prefix,
+            suffix=self.suffix,
+            normalize=self.normalize_embeddings,
+            batch_size=self.batch_size,
+            progress_bar=self.progress_bar,
         )
         new_documents = [replace(doc, embedding=emb.tolist()) for doc, emb in zip(documents, embeddings, strict=True)]
         return {"documents": new_documents}

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from haystack import component, default_from_dict, default_to_dict
 
+from syntriever_haystack.runtime.encode import embed_queries
 from syntriever_haystack.runtime.inputs import check_text
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
@@ -125,8 +126,12 @@ class SyntrieverTextEmbedder:
         if self._model is None:
             self.warm_up()
         assert self._model is not None
-        meta = self._model.metadata
-        prefix = meta.query_prefix if self.prefix is None else self.prefix
-        normalize = meta.normalize if self.normalize_embeddings is None else self.normalize_embeddings
-        embedding = self._model.embed([prefix + text + self.suffix], batch_size=1, normalize=normalize)
+        embedding = embed_queries(
+            self._model,
+            [text],
+            prefix=self.prefix,
+            suffix=self.suffix,
+            normalize=self.normalize_embeddings,
+            batch_size=1,
+        )
         return {"embedding": embedding[0].tolist()}

@@ -8,7 +8,8 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils.misc import _deduplicate_documents
 
-from syntriever_haystack.runtime.inputs import check_documents, check_text, document_text
+from syntriever_haystack.runtime.encode import score_documents
+from syntriever_haystack.runtime.inputs import check_documents, check_text, documents_texts
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
@@ -173,23 +174,19 @@ class SyntrieverRanker:
         if self._model is None:
             self.warm_up()
         assert self._model is not None
-        meta = self._model.metadata
-        query_prefix = meta.query_prefix if self.query_prefix is None else self.query_prefix
-        document_prefix = meta.document_prefix if self.document_prefix is None else self.document_prefix
-
         unique = _deduplicate_documents(documents)
-        texts = [
-            document_text(
-                doc,
-                meta_fields=self.meta_fields_to_embed,
-                separator=self.embedding_separator,
-                prefix=document_prefix,
-                suffix=self.document_suffix,
-            )
-            for doc in unique
-        ]
-        logits = self._model.score(query_prefix + query + self.query_suffix, texts, batch_size=self.batch_size)
-        scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64))) if scale_score else logits.astype(np.float64)
+        texts = documents_texts(unique, meta_fields=self.meta_fields_to_embed, separator=self.embedding_separator)
+        scores = score_documents(
+            self._model,
+            query,
+            texts,
+            query_prefix=self.query_prefix,
+            query_suffix=self.query_suffix,
+            document_prefix=self.document_prefix,
+            document_suffix=self.document_suffix,
+            scale_score=scale_score,
+            batch_size=self.batch_size,
+        )
         order = np.argsort(-scores, kind="stable")
         ranked = [replace(unique[i], score=float(scores[i])) for i in order]
         if score_threshold is not None:
