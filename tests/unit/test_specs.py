@@ -99,7 +99,8 @@ def test_missing_judge_model_fails_before_any_call(tmp_path: Path) -> None:
 
 def test_system_spec_and_precision() -> None:
     system = SystemSpec.parse("hybrid:models/x?k=10&precision=int8+rerank:models/ce?top_k=50")
-    assert system.first_stage.inner is not None and system.first_stage.inner.precision == "int8"
+    assert system.first_stage.inner is not None
+    assert system.first_stage.inner.precision == "int8"
     assert system.rerankers[0].int_option("top_k") == 50
     assert [s.kind for s in system.stages()] == ["hybrid", "rerank", "dense"]
     with pytest.raises(SystemSpecError, match="must be an integer"):
@@ -156,7 +157,7 @@ def test_sample_passages_is_seeded_and_names_the_key() -> None:
     assert tasks.sample_passages(corpus, 1, min_words=3, seed=1, include_title=False) == tasks.sample_passages(
         corpus, 1, min_words=3, seed=1, include_title=False
     )
-    with pytest.raises(SyntrieverError, match="generate.min_words: no passage has at least 99 words"):
+    with pytest.raises(SyntrieverError, match=r"generate\.min_words: no passage has at least 99 words"):
         tasks.sample_passages(corpus, 5, min_words=99, seed=1, include_title=False, key="generate.min_words")
 
 
@@ -170,5 +171,5 @@ def test_synthetic_query_items_take_the_source_passage_as_gold(tmp_path: Path) -
     items = tasks.synthetic_query_items(path, _dataset().corpus, include_title=False)
     assert [(i.query_id, i.gold[0][0]) for i in items] == [("s1", "d1")]
     path.write_text('{"id": "g1", "kind": "group"}\n', encoding="utf-8")
-    with pytest.raises(SyntrieverError, match="--queries-file: .* holds 'group' records"):
+    with pytest.raises(SyntrieverError, match=r"--queries-file: .* holds 'group' records"):
         tasks.synthetic_query_items(path, _dataset().corpus, include_title=False)
