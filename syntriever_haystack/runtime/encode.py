@@ -71,6 +71,23 @@ def unit_vectors_for_search(metadata: ModelMetadata) -> bool:
     return metadata.similarity == "cosine" and not metadata.normalize
 
 
+def _embed(
+    model: OnnxModel,
+    texts: Sequence[str],
+    prefix: str,
+    suffix: str,
+    normalize: bool | None,
+    batch_size: int,
+    progress_bar: bool,
+) -> np.ndarray:
+    return model.embed(
+        [prefix + text + suffix for text in texts],
+        batch_size=batch_size,
+        normalize=resolve_normalize(model.metadata, normalize),
+        progress_bar=progress_bar,
+    )
+
+
 def embed_queries(
     model: OnnxModel,
     queries: Sequence[str],
@@ -87,12 +104,7 @@ def embed_queries(
     :param normalize: Overrides the model's ``normalize`` (``None``: use it).
     """
     text_prefix = resolve_query_prefix(model.metadata, prefix)
-    return model.embed(
-        [text_prefix + text + suffix for text in queries],
-        batch_size=batch_size,
-        normalize=resolve_normalize(model.metadata, normalize),
-        progress_bar=progress_bar,
-    )
+    return _embed(model, queries, text_prefix, suffix, normalize, batch_size, progress_bar)
 
 
 def embed_documents(
@@ -111,12 +123,7 @@ def embed_documents(
     :param normalize: Overrides the model's ``normalize`` (``None``: use it).
     """
     text_prefix = resolve_document_prefix(model.metadata, prefix)
-    return model.embed(
-        [text_prefix + text + suffix for text in texts],
-        batch_size=batch_size,
-        normalize=resolve_normalize(model.metadata, normalize),
-        progress_bar=progress_bar,
-    )
+    return _embed(model, texts, text_prefix, suffix, normalize, batch_size, progress_bar)
 
 
 def scale_logits(logits: np.ndarray, scale_score: bool) -> np.ndarray:
