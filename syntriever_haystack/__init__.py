@@ -15,6 +15,8 @@ _LAZY = {
     "SyntrieverTextEmbedder": "haystack_integrations.components.embedders.syntriever",
     "SyntrieverDocumentEmbedder": "haystack_integrations.components.embedders.syntriever",
     "SyntrieverRanker": "haystack_integrations.components.rankers.syntriever",
+    "SyntrieverBM25Retriever": "haystack_integrations.components.retrievers.syntriever",
+    "SyntrieverInMemoryDocumentStore": "haystack_integrations.document_stores.syntriever",
     "SyntrieverRetrievalEvaluator": "haystack_integrations.components.evaluators.syntriever",
     "ModelMetadata": "syntriever_haystack.runtime.metadata",
     "OnnxModel": "syntriever_haystack.runtime.onnx_model",
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     )
     from haystack_integrations.components.evaluators.syntriever import SyntrieverRetrievalEvaluator
     from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
+    from haystack_integrations.components.retrievers.syntriever import SyntrieverBM25Retriever
+    from haystack_integrations.document_stores.syntriever import SyntrieverInMemoryDocumentStore
     from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.runtime.onnx_model import OnnxModel
 

@@ -44,10 +44,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from syntriever_haystack.export.exporter import length_summary
     from syntriever_haystack.runtime.metadata import METADATA_FILE, ModelMetadata
 
-    ModelMetadata.load(args.model)  # validates, with a clear error
+    meta = ModelMetadata.load(args.model)  # validates, with a clear error
     print((Path(args.model) / METADATA_FILE).read_text(encoding="utf-8"), end="")
+    # the lengths in words on stderr, so stdout stays the JSON file (`syntriever info DIR | jq ...`)
+    print("\n".join(length_summary(meta)), file=sys.stderr)
     return 0
 
 
@@ -79,6 +82,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from syntriever_haystack.data.download import resolve_dataset
     from syntriever_haystack.evaluate import EmbeddingCache, default_cache_dir, evaluate_systems, to_markdown
     from syntriever_haystack.evaluate.report import write_outputs
+    from syntriever_haystack.flow.evaluation import saved_pipeline_runner
 
     folder = resolve_dataset(args.dataset, cache_dir=Path(args.cache_dir) / "datasets" if args.cache_dir else None)
     dataset = load_beir(folder, args.split)
@@ -100,6 +104,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         cache=EmbeddingCache(cache_dir),
         progress=not args.quiet,
         seed=args.seed,
+        pipeline_runner=saved_pipeline_runner,  # pipeline:PATH systems: load_pipeline + run_query
     )
     print(to_markdown(report))
     if args.json:
@@ -177,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluate retrieval systems (BM25, dense, hybrid, +rerank) on a BEIR split",
         description="Run one or more systems on the same split and score every judged query with ir_measures "
         "(nDCG@10, R@100, RR@10, Judged@10 by default), with paired significance against a baseline. "
-        "SPEC: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | FIRST_STAGE+rerank:EXPORTED_RANKER_DIR, "
-        "parameters after '?', e.g. dense:models/minilm?precision=int8 or bm25+rerank:models/ce?top_k=50.",
+        "SPEC: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | pipeline:QUERY_PIPELINE_YAML "
+        "| FIRST_STAGE+rerank:EXPORTED_RANKER_DIR, parameters after '?', e.g. dense:models/minilm?precision=int8, "
+        "bm25+rerank:models/ce?top_k=50 or pipeline:runs/quickstart/pipelines/query.yaml?top_k=100 (a saved Haystack "
+        "query pipeline, loaded with load_pipeline and run per query; top_k: documents it returns).",
     )
     evaluate.add_argument(
         "--dataset", required=True, metavar="DIR|NAME", help="BEIR folder, or a BEIR name to download"
@@ -220,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("index/search", "syntriever_haystack.opensearch.cli", "opensearch"),
         ("mlcommons", "syntriever_haystack.opensearch.ml_cli", "opensearch"),
         ("run/quickstart", "syntriever_haystack.flow.cli", "all"),
+        ("serve", "syntriever_haystack.serve.cli", "serve"),
     ):
         try:
             importlib.import_module(module).register(sub)

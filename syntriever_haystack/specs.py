@@ -9,7 +9,8 @@ in names, provenance and fingerprints). The grammars, all ``kind[:target][?key=v
 - :class:`JudgeSpec` — who labels: ``llm``, ``embedder:EXPORTED_DIR?threshold=X|margin=X&precision=P`` or
   ``ranker:EXPORTED_DIR?...`` (a threshold for relevance, a margin for preferences).
 - :class:`SystemSpec` — what is evaluated / where candidates come from: ``bm25``, ``dense:DIR``, ``st:MODEL``,
-  ``hybrid:DIR`` or ``hybrid:st:MODEL``, then ``+rerank:DIR`` stages.
+  ``hybrid:DIR`` or ``hybrid:st:MODEL``, ``pipeline:QUERY_YAML`` (a saved Haystack query pipeline), then
+  ``+rerank:DIR`` stages.
 - :data:`Precision` — which exported ONNX file runs: ``fp32`` or ``int8``.
 
 Standard library only: every layer may import this module.
@@ -27,6 +28,7 @@ from syntriever_haystack.runtime.metadata import PRECISIONS, Precision
 
 __all__ = [
     "PRECISIONS",
+    "RRF_K",
     "JudgeSpec",
     "JudgeSpecError",
     "LLMSpec",
@@ -89,17 +91,23 @@ _ALLOWED_PARAMS = {
     "dense": {"precision", "max_length", "batch_size", "file_name"},
     "st": {"batch_size", "max_length"},
     "hybrid": {"k", "candidates"},  # plus the dense stage's own parameters
+    "pipeline": {"top_k"},
     "rerank": {"top_k", "precision", "max_length", "batch_size", "file_name"},
 }
 _SPEC_HELP = (
-    "a system SPEC is one of: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | hybrid:st:MODEL, "
-    "optionally followed by +rerank:EXPORTED_RANKER_DIR, with parameters after '?' (e.g. dense:models/x?precision=int8)"
+    "a system SPEC is one of: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | hybrid:st:MODEL | "
+    "pipeline:QUERY_PIPELINE_YAML, optionally followed by +rerank:EXPORTED_RANKER_DIR, with parameters after '?' "
+    "(e.g. dense:models/x?precision=int8)"
 )
+# The reciprocal-rank-fusion constant of Haystack's DocumentJoiner (61 over 0-based ranks = 60 over 1-based ones):
+# the evaluation fuses with that component, so a hybrid's ``k`` can only be this.
+RRF_K = 60
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One stage of a system: a first stage (``bm25``, ``dense``, ``st``, ``hybrid``) or a ``rerank`` stage."""
+    """One stage of a system: a first stage (``bm25``, ``dense``, ``st``, ``hybrid``, ``pipeline``) or a ``rerank``
+    stage. A ``pipeline`` stage's ``target`` is the saved query pipeline's YAML file."""
 
     kind: str
     target: str = ""
@@ -180,6 +188,11 @@ class SystemSpec:
                         f"in system {self.text!r}"
                     )
                 stage.precision  # noqa: B018 - validates ?precision=
+            elif stage.kind == "pipeline" and not Path(stage.target).expanduser().is_file():
+                raise SystemSpecError(
+                    f"pipeline file {stage.target} of system {self.text!r} does not exist; give the query pipeline's "
+                    "YAML (e.g. runs/quickstart/pipelines/query.yaml, written by `syntriever run`)"
+                )
 
     def __str__(self) -> str:
         return self.text
@@ -212,6 +225,15 @@ def _parse_first_stage(text: str, spec: str) -> StageSpec:
         target, params = _system_params(rest, spec)
         _check_params(kind, params, spec)
         return StageSpec(kind, target, params)
+    if kind == "pipeline":
+        target, params = _system_params(rest, spec)
+        _check_params(kind, params, spec)
+        if not target:
+            raise SystemSpecError(f"'pipeline:' needs the query pipeline's YAML file in {spec!r}")
+        top_k = dict(params).get("top_k")
+        if top_k is not None and (not top_k.isdigit() or int(top_k) < 1):
+            raise SystemSpecError(f"top_k={top_k!r} in system {spec!r}: must be a positive integer")
+        return StageSpec("pipeline", target, params)
     if kind == "hybrid":
         inner_text = rest if rest.startswith(("dense:", "st:")) else "dense:" + rest
         inner_kind = inner_text.split(":", 1)[0]
@@ -219,6 +241,12 @@ def _parse_first_stage(text: str, spec: str) -> StageSpec:
         own = tuple(p for p in params if p[0] in _ALLOWED_PARAMS["hybrid"])
         passed = tuple(p for p in params if p[0] not in _ALLOWED_PARAMS["hybrid"])
         _check_params(inner_kind, passed, spec)
+        k = dict(own).get("k")
+        if k is not None and k != str(RRF_K):
+            raise SystemSpecError(
+                f"k={k} in system {spec!r}: a hybrid is fused by Haystack's DocumentJoiner (the served pipelines' "
+                f"fusion), whose reciprocal-rank constant is fixed at k={RRF_K}; drop k or use k={RRF_K}"
+            )
         return StageSpec("hybrid", "", own, inner=StageSpec(inner_kind, target, passed))
     raise SystemSpecError(f"unknown system kind {kind!r} in {spec!r}: {_SPEC_HELP}")
 

@@ -2,9 +2,10 @@
 
     python check_torch_free.py [--wrapper PIPELINE_WRAPPER_PY] [--skip-distribution-check]
 
-Exits 1 naming what is wrong. ``--wrapper`` also imports a Hayhooks ``pipeline_wrapper.py`` (without running
-it). ``--skip-distribution-check`` only checks the imports: the test-suite runs it that way, in a process where
-importing torch raises, because its own environment has torch installed.
+Exits 1 naming what is wrong. It also imports (without running) the Hayhooks ``pipeline_wrapper.py`` shipped in
+the installed package (``syntriever_haystack.serve.hayhooks.PIPELINES_DIR``), or the one ``--wrapper`` names.
+``--skip-distribution-check`` only checks the imports: the test-suite runs it that way, in a process where importing
+torch raises, because its own environment has torch installed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ SERVING_MODULES = (
     "syntriever_haystack.opensearch.store",
     "syntriever_haystack.serve.memory_store",
     "syntriever_haystack.serve.pipelines",
+    "syntriever_haystack.serve.hayhooks.search",
 )
 
 
@@ -40,7 +42,9 @@ def installed(module: str) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wrapper", type=Path, help="a Hayhooks pipeline_wrapper.py to import")
+    parser.add_argument(
+        "--wrapper", type=Path, help="a Hayhooks pipeline_wrapper.py to import (default: the package's)"
+    )
     parser.add_argument("--skip-distribution-check", action="store_true")
     args = parser.parse_args()
     problems: list[str] = []
@@ -56,6 +60,13 @@ def main() -> int:
             importlib.import_module(module)
         except Exception as exc:
             problems.append(f"import {module} failed: {type(exc).__name__}: {exc}")
+    if args.wrapper is None:
+        try:
+            from syntriever_haystack.serve.hayhooks import PIPELINES_DIR
+
+            args.wrapper = PIPELINES_DIR / "search" / "pipeline_wrapper.py"
+        except Exception as exc:
+            problems.append(f"import syntriever_haystack.serve.hayhooks failed: {type(exc).__name__}: {exc}")
     if args.wrapper is not None:
         try:
             spec = importlib.util.spec_from_file_location("pipeline_wrapper", args.wrapper)

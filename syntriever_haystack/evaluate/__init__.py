@@ -11,6 +11,7 @@
 """
 
 from syntriever_haystack.evaluate.metrics import DEFAULT_METRICS, RunScores, parse_metrics, score_run
+from syntriever_haystack.evaluate.pipeline import PipelineRunner, PipelineSearch
 from syntriever_haystack.evaluate.report import to_json, to_markdown, write_chart, write_outputs, write_trec_run
 from syntriever_haystack.evaluate.runner import EvaluationReport, SystemResult, evaluate_systems
 from syntriever_haystack.evaluate.significance import PairedTest, holm_adjust, paired_test
@@ -29,6 +30,8 @@ __all__ = [
     "EmbeddingCache",
     "EvaluationReport",
     "PairedTest",
+    "PipelineRunner",
+    "PipelineSearch",
     "RunScores",
     "SystemResult",
     "SystemRunner",

@@ -1,8 +1,8 @@
-"""The BM25 first stage: ``bm25s`` (default, fast, with stemming and stop words) or Haystack's in-memory BM25."""
+"""The BM25 first stage: the served BM25 (default: ``bm25s``, Lucene formula, English stemming and stop words; see
+:mod:`syntriever_haystack.runtime.bm25`) or Haystack's in-memory BM25 (``backend=haystack``)."""
 
 from __future__ import annotations
 
-from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.evaluate.metrics import Run
 from syntriever_haystack.evaluate.texts import SplitTexts, progress
 from syntriever_haystack.specs import StageSpec, SystemSpecError
@@ -21,38 +21,16 @@ def bm25_run(stage: StageSpec, texts: SplitTexts, depth: int, *, show_progress: 
 
 
 def _bm25s_run(options: dict[str, str], texts: SplitTexts, depth: int) -> Run:
-    try:
-        import bm25s
-    except ImportError as exc:
-        raise SyntrieverError(
-            f"bm25 needs the eval extra ({exc.name} is missing): pip install 'syntriever-haystack[eval]'"
-        ) from None
-    stemmer_name = options.get("stemmer", "english")
-    stemmer = None
-    if stemmer_name != "none":
-        try:
-            import Stemmer
-        except ImportError:
-            raise SyntrieverError(
-                "bm25 stems English words with PyStemmer, which is not installed: "
-                "pip install 'syntriever-haystack[eval]' (or use bm25?stemmer=none)"
-            ) from None
-        stemmer = Stemmer.Stemmer(stemmer_name)
-    stopwords = options.get("stopwords", "en")
-    stop: str | None = None if stopwords == "none" else stopwords
-    retriever = bm25s.BM25(
-        method=options.get("method", "lucene"), k1=float(options.get("k1", 1.2)), b=float(options.get("b", 0.75))
-    )
-    corpus_tokens = bm25s.tokenize(texts.doc_texts, stopwords=stop, stemmer=stemmer, show_progress=False)
-    retriever.index(corpus_tokens, show_progress=False)
-    query_tokens = bm25s.tokenize(texts.query_texts, stopwords=stop, stemmer=stemmer, show_progress=False)
-    k = min(depth, len(texts.doc_ids))
-    run: Run = {}
-    # bm25s returns empty token lists for queries made only of stop words; score those as "no results".
-    results, scores = retriever.retrieve(query_tokens, k=k, show_progress=False, n_threads=0)
-    for row, query_id in enumerate(texts.query_ids):
-        run[query_id] = {texts.doc_ids[j]: float(s) for j, s in zip(results[row], scores[row], strict=True) if s > 0}
-    return run
+    """The served BM25 (:mod:`syntriever_haystack.runtime.bm25`, what ``SyntrieverBM25Retriever`` runs)."""
+    from syntriever_haystack.runtime.bm25 import BM25Index, BM25Params
+
+    index = BM25Index.build(texts.doc_texts, BM25Params.from_options(options))
+    # a query made only of stop words has no token: it finds nothing and still counts (as 0)
+    hits = index.search(texts.query_texts, depth)
+    return {
+        query_id: {texts.doc_ids[position]: score for position, score in found}
+        for query_id, found in zip(texts.query_ids, hits, strict=True)
+    }
 
 
 def _haystack_run(texts: SplitTexts, depth: int, *, show_progress: bool) -> Run:

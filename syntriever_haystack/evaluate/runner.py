@@ -10,6 +10,7 @@ from typing import Any
 from syntriever_haystack.data.beir import BeirDataset
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.evaluate.metrics import Run, RunScores, evaluable_queries, parse_metrics, score_run
+from syntriever_haystack.evaluate.pipeline import PipelineRunner, missing_runner_error
 from syntriever_haystack.evaluate.significance import PairedTest, holm_adjust, paired_test
 from syntriever_haystack.evaluate.systems import (
     EmbeddingCache,
@@ -74,6 +75,15 @@ class EvaluationReport:
         raise KeyError(spec)
 
 
+def default_depth(metrics: Sequence[str]) -> int:
+    """Documents retrieved per query by default: the largest metric cut-off, at least 100."""
+    return max([100, *_cutoffs(parse_metrics(metrics))])
+
+
+def _cutoffs(names: Sequence[str]) -> list[int]:
+    return [int(n.rsplit("@", 1)[1]) for n in names if "@" in n and n.rsplit("@", 1)[1].isdigit()]
+
+
 def evaluate_systems(
     dataset: BeirDataset,
     systems: Sequence[str | SystemSpec],
@@ -87,6 +97,7 @@ def evaluate_systems(
     cache: EmbeddingCache | None = None,
     progress: bool = True,
     seed: int = 0,
+    pipeline_runner: PipelineRunner | None = None,
 ) -> EvaluationReport:
     """Run every system on ``dataset`` and score it; compare each with ``baseline`` by a paired test.
 
@@ -101,7 +112,10 @@ def evaluate_systems(
     :param cache: Corpus-embedding cache.
     :param progress: Show progress bars.
     :param seed: Seed of resampling tests.
-    :raises SyntrieverError: For a bad SPEC, a missing model folder, or an unknown baseline — before any work.
+    :param pipeline_runner: Loads and searches the saved pipelines of ``pipeline:PATH`` systems (see
+        :mod:`syntriever_haystack.evaluate.pipeline`); needed only when there are such systems.
+    :raises SyntrieverError: For a bad SPEC, a missing model folder or pipeline file, a ``pipeline:`` system
+        without ``pipeline_runner``, or an unknown baseline — before any work.
     """
     started_wall = time.strftime("%Y-%m-%dT%H:%M:%S")
     started = time.perf_counter()
@@ -115,13 +129,15 @@ def evaluate_systems(
             raise SyntrieverError(f"system {spec.text!r} is listed twice")
         seen.add(spec.text)
         check_system(spec)
+        if pipeline_runner is None and spec.first_stage.kind == "pipeline":
+            raise missing_runner_error(spec.text)
     if baseline is None:
         baseline = specs[0].text
     elif baseline == "none":
         baseline = None
     elif baseline not in seen:
         raise SyntrieverError(f"--baseline {baseline!r} is not one of the evaluated systems: {', '.join(seen)}")
-    cutoffs = [int(n.rsplit("@", 1)[1]) for n in names if "@" in n and n.rsplit("@", 1)[1].isdigit()]
+    cutoffs = _cutoffs(names)
     if depth is not None and cutoffs and depth < max(cutoffs):
         raise SyntrieverError(
             f"--depth {depth} is below the largest metric cut-off ({max(cutoffs)}): those metrics would be computed "
@@ -136,7 +152,14 @@ def evaluate_systems(
             f"{len(excluded)} of {len(dataset.qrels)} queries have no relevant judgment (every document judged 0) "
             "and are not scored (nDCG/recall are undefined for them)"
         )
-    runner = SystemRunner(dataset, depth=depth, include_title=include_title, cache=cache, progress=progress)
+    runner = SystemRunner(
+        dataset,
+        depth=depth,
+        include_title=include_title,
+        cache=cache,
+        progress=progress,
+        pipeline_runner=pipeline_runner,
+    )
     results: list[SystemResult] = []
     for spec in specs:
         run, timings = runner.run(spec)
@@ -144,6 +167,13 @@ def evaluate_systems(
         empty = len(results[-1].scores.missing)
         if empty:
             warnings.append(f"{spec.text}: {empty} queries got no results (they score 0)")
+        if spec.first_stage.kind == "pipeline":
+            foreign = {d for docs in run.values() for d in docs if d not in dataset.corpus}
+            if foreign:
+                warnings.append(
+                    f"{spec.text}: {len(foreign)} returned document ids are not in the evaluated corpus (e.g. "
+                    f"{sorted(foreign)[0]!r}): the pipeline searches another corpus, or other ids than the dataset's"
+                )
 
     if baseline is not None:
         base = next(r for r in results if r.spec == baseline)

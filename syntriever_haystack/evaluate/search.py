@@ -1,12 +1,17 @@
-"""Exact dense search and run arithmetic: top-k by inner product, reciprocal rank fusion, truncation."""
+"""Exact dense search and run arithmetic: top-k by inner product, reciprocal rank fusion, truncation, and
+ranked lists as runs."""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterable
 
 import numpy as np
 
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
+from syntriever_haystack.specs import RRF_K, SystemSpecError
 
-__all__ = ["dense_run", "reciprocal_rank_fusion", "top_k_search", "truncate_run"]
+__all__ = ["dense_run", "ranked_scores", "reciprocal_rank_fusion", "top_k_search", "truncate_run"]
 
 
 def top_k_search(
@@ -48,17 +53,54 @@ def dense_run(
     }
 
 
-def reciprocal_rank_fusion(runs: list[Run], *, k: int = 60, depth: int = 100) -> Run:
-    """Fuse runs by reciprocal rank: ``score(d) = Σ 1 / (k + rank(d))`` with ranks starting at 1."""
+def ranked_scores(ranked: Iterable[tuple[str, float | None]]) -> dict[str, float]:
+    """A ranked list (best first) as one query's run, ranking exactly in the list's order.
+
+    A run ranks by score with ties broken by document id (:func:`~.metrics.rank_documents`, trec_eval's rule),
+    but a ranked list's order is its own (a ``DocumentJoiner`` keeps equal fused scores in arrival order). So a
+    score that does not fall below the previous one (a tie, a ``None``) is lowered to the float just below it:
+    the scores move by a few ulps at most, and ``rank_documents`` gives the list's order back. A document listed
+    twice keeps its first (best) place.
+    """
+    scores: dict[str, float] = {}
+    previous = math.inf
+    for doc_id, score in ranked:
+        if doc_id in scores:
+            continue
+        value = float(score) if score is not None and math.isfinite(score) else previous
+        if value >= previous:
+            value = math.nextafter(previous, -math.inf) if math.isfinite(previous) else 0.0
+        scores[doc_id] = previous = value
+    return scores
+
+
+def reciprocal_rank_fusion(runs: list[Run], *, k: int = RRF_K, depth: int = 100) -> Run:
+    """Fuse runs exactly as the served pipelines do: by Haystack's ``DocumentJoiner(join_mode=
+    "reciprocal_rank_fusion")`` itself, fed each run's ranking (best first, ties by document id) in ``runs`` order.
+
+    That component scores ``Σ 1 / (61 + rank)`` over 0-based ranks (``1 / (60 + rank)`` over 1-based ones, the
+    paper's k = 60), scaled by ``61 / len(runs)``, and keeps equal scores in the order the documents first arrived
+    (the first run's documents first); the run returned ranks in that same order (:func:`ranked_scores`).
+
+    :param runs: The runs to fuse (a query missing from a run is an empty list for it, as a retriever that found
+        nothing).
+    :param k: Must be 60: the component's constant is fixed.
+    :param depth: Documents kept per query (the joiner's ``top_k``).
+    :raises SystemSpecError: ``k`` other than 60.
+    """
+    if k != RRF_K:
+        raise SystemSpecError(
+            f"reciprocal rank fusion with k={k}: Haystack's DocumentJoiner (the served fusion) fixes k={RRF_K}"
+        )
+    from haystack import Document
+    from haystack.components.joiners import DocumentJoiner
+
+    joiner = DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=depth)
     fused: Run = {}
-    for query_id in {q for run in runs for q in run}:
-        totals: dict[str, float] = {}
-        for run in runs:
-            ranked = rank_documents(run.get(query_id, {}))
-            for rank, (doc_id, _) in enumerate(ranked, start=1):
-                totals[doc_id] = totals.get(doc_id, 0.0) + 1.0 / (k + rank)
-        best = rank_documents(totals)[:depth]
-        fused[query_id] = dict(best)
+    for query_id in dict.fromkeys(q for run in runs for q in run):
+        lists = [[Document(id=d, score=s) for d, s in rank_documents(run.get(query_id, {}))] for run in runs]
+        documents = joiner.run(documents=lists)["documents"]
+        fused[query_id] = ranked_scores((document.id, document.score) for document in documents)
     return fused
 
 

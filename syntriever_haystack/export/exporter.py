@@ -159,23 +159,44 @@ def export_model(
         )
         metadata.save(staging)  # the parity check loads the staged folder exactly as a server would
         precisions = ["fp32", "int8"] if int8 else ["fp32"]
+        # long probes: cut at the served length, and compared with the model at its training length when it differs
+        trained_at = source.document_train_max_length
+        trained_at = trained_at if trained_at != source.max_length else None
         if source.kind == "bi-encoder":
-            texts = custom_probes or list(parity.PROBE_TEXTS)
-            reference = parity.reference_embeddings(
-                source.path, texts, max_length=source.max_length, st_modules=source.has_st_modules
-            )
+            short = custom_probes or list(parity.PROBE_TEXTS)
+            long = parity.long_probes(short, source.max_length)
+            texts = short + long
+
+            def embed(batch: list[str], length: int) -> Any:
+                return parity.reference_embeddings(
+                    source.path, batch, max_length=length, st_modules=source.has_st_modules
+                )
+
             metadata.parity = parity.check_bi_encoder(
                 staging,
-                reference,
+                embed(texts, source.max_length),
                 texts,
                 precisions=precisions,
                 thresholds={"fp32": fp32_min_cosine, "int8": int8_min_cosine},
+                long_count=len(long),
+                trained=(trained_at, embed(long, trained_at)) if trained_at else None,
             )
         else:
-            pairs = custom_probes or parity.probe_pairs()
-            reference = parity.reference_logits(source.transformer_dir, pairs, max_length=source.max_length)
+            short_pairs = custom_probes or parity.probe_pairs()
+            long_pairs = parity.long_probe_pairs(short_pairs, source.max_length)
+            pairs = short_pairs + long_pairs
+
+            def logits(batch: list[tuple[str, str]], length: int) -> Any:
+                return parity.reference_logits(source.transformer_dir, batch, max_length=length)
+
             metadata.parity = parity.check_cross_encoder(
-                staging, reference, pairs, precisions=precisions, threshold=min_spearman
+                staging,
+                logits(pairs, source.max_length),
+                pairs,
+                precisions=precisions,
+                threshold=min_spearman,
+                long_count=len(long_pairs),
+                trained=(trained_at, logits(long_pairs, trained_at)) if trained_at else None,
             )
         metadata.export["seconds"] = round(time.perf_counter() - started, 2)
         metadata.save(staging)
@@ -247,6 +268,8 @@ def _build(
         query_prefix=source.query_prefix if query_prefix is None else query_prefix,
         document_prefix=source.document_prefix if document_prefix is None else document_prefix,
         source_model=str(source.path.resolve()),
+        train_max_length=dict(source.train_max_length),
+        train_max_length_from=source.train_max_length_from,
         export={
             "opset": opset,
             "inputs": input_names,
@@ -256,6 +279,44 @@ def _build(
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
+
+
+def _figures(block: dict[str, Any], precision: str) -> str:
+    figures = block.get(precision, {})
+    if "spearman" in figures:
+        return f"Spearman {figures['spearman']:.4f}"
+    if "mean_cosine" in figures:
+        return f"cosine mean {figures['mean_cosine']:.4f} (min {figures['min_cosine']:.4f})"
+    return "not measured"
+
+
+def length_summary(meta: ModelMetadata, *, indent: str = "") -> list[str]:
+    """What the lengths mean for a user: trained at N tokens, served at M, and the agreement measured."""
+    lengths = ", ".join(f"{k} {v}" for k, v in meta.train_max_length.items())
+    saved_only = meta.train_max_length_from == "sentence_bert_config.json"  # no training record in the source
+    if not lengths:
+        trained = "training length unknown"
+    elif saved_only:
+        saved = meta.train_max_length.get("text")
+        trained = f"the source was saved with max_seq_length {saved} (sentence_bert_config.json, no training record)"
+    else:
+        trained = f"trained at {lengths} tokens ({meta.train_max_length_from})"
+    lines = [f"{indent}max length: served at {meta.max_length} tokens; {trained}"]
+    long = meta.parity.get("long_probes")
+    if long:
+        shown = "; ".join(f"{p} {_figures(long, p)}" for p in meta.files)
+        lines.append(
+            f"{indent}  {long['probes']} long probes cut at {long['max_length']} tokens, export vs torch: {shown}"
+        )
+    train = meta.parity.get("train_length")
+    if train:
+        shown = "; ".join(f"{p} {_figures(train, p)}" for p in meta.files)
+        what = "its saved length" if saved_only else "its training length"
+        lines.append(
+            f"{indent}  torch at {what} {train['train_max_length']} vs export at {train['served_max_length']} "
+            f"tokens, on texts longer than both (not gated): {shown}"
+        )
+    return lines
 
 
 def format_report(result: ExportResult) -> str:
@@ -275,6 +336,7 @@ def format_report(result: ExportResult) -> str:
         shown = ", ".join(f"{k} {v:.6f}" for k, v in figures.items() if isinstance(v, float))
         gate = meta.parity.get("gated_on", {}).get(precision, "spearman")
         lines.append(f"    {precision:5s} {shown}   (gate: {gate} >= {meta.parity['thresholds'][precision]})")
+    lines += length_summary(meta, indent="  ")
     for rel, size in result.files.items():
         if rel.endswith(".onnx"):
             lines.append(f"  {rel}: {size / 1e6:.1f} MB")

@@ -64,6 +64,42 @@ PROBE_QUERIES: tuple[str, ...] = (
 #: Which statistic of the probe cosines each bi-encoder precision is gated on (see :func:`check_bi_encoder`).
 GATED_STATISTIC = {"fp32": "min_cosine", "int8": "mean_cosine"}
 
+#: How many long probes (texts cut at the maximum length) join the probe set.
+LONG_PROBES = 4
+#: Query probes paired with each long passage for a cross-encoder.
+LONG_PROBE_QUERIES = 6
+
+
+def long_probes(texts: Sequence[str], max_length: int, count: int = LONG_PROBES) -> list[str]:
+    """``count`` texts of more than ``max_length`` words, so of more than ``max_length`` tokens: truncated.
+
+    Each joins the probe texts (those over 20 characters, the few longest left out so the texts differ) from a
+    different start, repeating them when they are short, until it holds ``max_length + 16`` words.
+    """
+    pool = sorted({t for t in texts if len(t) > 20}, key=len)
+    pool = [t for t in pool if len(t.split()) <= max_length // 2] or pool
+    if not pool:
+        return []
+    out = []
+    for start in range(count):
+        words: list[str] = []
+        step = 0
+        while len(words) <= max_length + 16:
+            words += pool[(start * len(pool) // count + step) % len(pool)].split()
+            step += 1
+        out.append(" ".join(words))
+    return out
+
+
+def long_probe_pairs(
+    pairs: Sequence[tuple[str, str]], max_length: int, count: int = LONG_PROBES
+) -> list[tuple[str, str]]:
+    """The first :data:`LONG_PROBE_QUERIES` probe queries, each against ``count`` long passages
+    (:func:`long_probes` of the probe passages): pairs cut at ``max_length`` tokens."""
+    queries = list(dict.fromkeys(q for q, _ in pairs))[:LONG_PROBE_QUERIES]
+    passages = long_probes([p for _, p in pairs], max_length, count)
+    return [(q, p) for q in queries for p in passages]
+
 
 def probe_pairs(texts: Sequence[str] = PROBE_TEXTS, queries: Sequence[str] = PROBE_QUERIES) -> list[tuple[str, str]]:
     """Every probe query against every non-trivial probe text: related and unrelated pairs alike."""
@@ -140,6 +176,24 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray((a * b).sum(axis=1) / np.clip(na * nb, 1e-12, None))
 
 
+def _cosine_stats(cos: np.ndarray) -> dict[str, float]:
+    return {"min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+
+
+def _length_blocks(max_length: int, long_count: int, trained: tuple[int, Any] | None) -> dict[str, Any]:
+    blocks: dict[str, Any] = {}
+    if long_count:
+        blocks["long_probes"] = {"max_length": max_length, "probes": long_count}
+    if trained is not None and long_count:
+        blocks["train_length"] = {
+            "train_max_length": trained[0],
+            "served_max_length": max_length,
+            "probes": long_count,
+            "gated": False,
+        }
+    return blocks
+
+
 def check_bi_encoder(
     exported: Path,
     reference: np.ndarray,
@@ -147,6 +201,8 @@ def check_bi_encoder(
     *,
     precisions: Sequence[str],
     thresholds: dict[str, float],
+    long_count: int = 0,
+    trained: tuple[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Cosine between torch and ONNX embeddings of every probe, per precision; raises on a failed threshold.
 
@@ -154,14 +210,28 @@ def check_bi_encoder(
     the *mean* cosine: its error is concentrated on degenerate inputs (on all-MiniLM-L6-v2 the empty string
     scores 0.975 while the mean is 0.993), and SciFact nDCG@10 is unchanged by it (0.6490 int8 vs 0.6451 fp32),
     so a per-text minimum would reject a lossless model. The minimum and the worst probe are still reported.
+
+    :param long_count: The last ``long_count`` texts are long probes (:func:`long_probes`): gated with the others,
+        and also reported alone under ``long_probes``.
+    :param trained: ``(train_max_length, torch embeddings of the long probes at that length)`` when the model was
+        trained at another length than it is served at: their cosine to the served ONNX embeddings (the agreement
+        between the model as trained and as served, on texts longer than both) goes under ``train_length``;
+        reported, not gated.
     """
     from syntriever_haystack.runtime.onnx_model import OnnxModel
 
     report: dict[str, Any] = {"probes": len(texts)}
     failures = []
     for precision in precisions:
-        onnx = OnnxModel(exported, precision=precision).embed(list(texts), batch_size=8)
+        model = OnnxModel(exported, precision=precision)
+        if precision == precisions[0]:
+            report.update(_length_blocks(model.metadata.max_length, long_count, trained))
+        onnx = model.embed(list(texts), batch_size=8)
         cos = _cosines(reference, onnx)
+        if long_count:
+            report["long_probes"][precision] = _cosine_stats(cos[-long_count:])
+        if "train_length" in report and trained is not None:
+            report["train_length"][precision] = _cosine_stats(_cosines(trained[1], onnx[-long_count:]))
         worst = int(cos.argmin())
         gate = GATED_STATISTIC[precision]
         report[precision] = {
@@ -182,6 +252,10 @@ def check_bi_encoder(
     return report
 
 
+def _logit_stats(reference: np.ndarray, onnx: np.ndarray) -> dict[str, float]:
+    return {"spearman": spearman(reference, onnx), "max_abs_logit_diff": float(np.abs(reference - onnx).max())}
+
+
 def check_cross_encoder(
     exported: Path,
     reference: np.ndarray,
@@ -189,16 +263,30 @@ def check_cross_encoder(
     *,
     precisions: Sequence[str],
     threshold: float,
+    long_count: int = 0,
+    trained: tuple[int, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Spearman between torch and ONNX logits over all probe pairs, per precision; raises below ``threshold``."""
+    """Spearman between torch and ONNX logits over all probe pairs, per precision; raises below ``threshold``.
+
+    ``long_count`` and ``trained`` as in :func:`check_bi_encoder`, for the last ``long_count`` pairs (long
+    passages): the Spearman over them alone under ``long_probes``, and against torch at the training length under
+    ``train_length`` (reported, not gated).
+    """
     from syntriever_haystack.runtime.onnx_model import OnnxModel
 
     report: dict[str, Any] = {"probes": len(pairs)}
     failures = []
     for precision in precisions:
-        onnx = OnnxModel(exported, precision=precision).score_pairs(list(pairs), batch_size=8)
+        model = OnnxModel(exported, precision=precision)
+        if precision == precisions[0]:
+            report.update(_length_blocks(model.metadata.max_length, long_count, trained))
+        onnx = model.score_pairs(list(pairs), batch_size=8)
         rho = spearman(reference, onnx)
-        report[precision] = {"spearman": rho, "max_abs_logit_diff": float(np.abs(reference - onnx).max())}
+        report[precision] = _logit_stats(reference, onnx)
+        if long_count:
+            report["long_probes"][precision] = _logit_stats(reference[-long_count:], onnx[-long_count:])
+        if "train_length" in report and trained is not None:
+            report["train_length"][precision] = _logit_stats(trained[1], onnx[-long_count:])
         if rho < threshold:
             failures.append(f"{precision}: ranking Spearman {rho:.5f} < {threshold}")
     report["thresholds"] = {p: threshold for p in precisions}

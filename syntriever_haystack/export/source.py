@@ -6,7 +6,7 @@ No torch here: this only parses JSON files, so a bad source fails in millisecond
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,16 @@ class SourceModel:
     document_prefix: str = ""
     has_st_modules: bool = False
     pooling_config: dict[str, Any] | None = None
+    train_max_length: dict[str, int] = field(default_factory=dict)
+    train_max_length_from: str = ""
+
+    @property
+    def document_train_max_length(self) -> int | None:
+        """The training length of documents (passages, pairs): the one long-probe parity compares against."""
+        for key in ("passage", "pair", "text"):
+            if key in self.train_max_length:
+                return self.train_max_length[key]
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -47,6 +57,41 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict | list):
         raise ExportError(f"{path} does not hold a JSON object.")
     return data  # type: ignore[return-value]
+
+
+def _lengths(values: dict[str, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+
+def read_train_max_length(src: Path, kind: str) -> tuple[dict[str, int], str]:
+    """The lengths a model folder was trained with, and the file they come from (``({}, "")`` when unknown).
+
+    ``train_summary.json`` (``"max_length"``, written by ``syntriever train``), else ``train_config.json``
+    (``query_max_length``/``passage_max_length`` of a retriever, ``max_length`` of a reranker, as older
+    ``syntriever train`` runs left them), else sentence-transformers' ``sentence_bert_config.json``
+    ``max_seq_length`` (the length a bi-encoder trained elsewhere was saved with) as ``{"text": N}``.
+    """
+    summary = src / "train_summary.json"
+    if summary.is_file():
+        data = _read_json(summary)
+        if isinstance(data, dict) and isinstance(data.get("max_length"), dict) and _lengths(data["max_length"]):
+            return _lengths(data["max_length"]), summary.name
+    config = src / "train_config.json"
+    if config.is_file():
+        data = _read_json(config)
+        if isinstance(data, dict):
+            if kind == "bi-encoder":
+                found = {"query": data.get("query_max_length"), "passage": data.get("passage_max_length")}
+            else:
+                found = {"pair": data.get("max_length")}
+            if _lengths(found):
+                return _lengths(found), config.name
+    bert_config = src / "sentence_bert_config.json"
+    if kind == "bi-encoder" and bert_config.is_file():
+        saved = _lengths({"text": _read_json(bert_config).get("max_seq_length")})
+        if saved:
+            return saved, bert_config.name
+    return {}, ""
 
 
 def _module_kind(entry: dict[str, Any]) -> str:
@@ -170,6 +215,7 @@ def inspect_source(path: str | Path, *, kind: str | None = None, max_length: int
         positions = int(config.get("max_position_embeddings") or 512)
         info.max_length = min(model_max or positions, positions, 512)
 
+    info.train_max_length, info.train_max_length_from = read_train_max_length(src, kind)
     if max_length is not None:
         positions = int(config.get("max_position_embeddings") or max_length)
         if not 1 <= max_length <= positions:

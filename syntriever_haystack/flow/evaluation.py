@@ -1,4 +1,11 @@
-"""The evaluate step's helpers: system aliases → SPECs, corpus embeddings reused from the index step, tables.
+"""The evaluate step's helpers: system aliases → SPECs, the saved pipelines as systems, corpus embeddings reused
+from the index step, tables.
+
+Evaluate what is served: the aliases ``hybrid`` and ``hybrid+rerank`` are the saved ``pipelines/query.yaml`` and
+``query-rerank.yaml``, loaded as a user loads them (``serve.pipelines.load_pipeline``) and searched query by query
+with ``run_query`` (:func:`saved_pipeline_runner`, the ``pipeline:`` runner ``syntriever evaluate`` uses too), as
+long as the index step filled the store with the evaluation corpus. The served one of them
+(:func:`~syntriever_haystack.flow.serving.choose_query_pipeline`) is always evaluated, and marked.
 
 (The sampled evaluation corpus is :func:`syntriever_haystack.data.beir.sample_corpus`.)
 """
@@ -35,10 +42,16 @@ class Models:
     reranker_precision: Precision
     reranker_max_length: int
     rerank_depth: int
+    query_pipeline: Path | None = None  # the saved pipelines ``hybrid`` / ``hybrid+rerank`` run (None: the library's)
+    query_rerank_pipeline: Path | None = None
+    pipeline_top_k: int = 100  # documents asked of a saved pipeline (its order unchanged: the evaluation depth)
 
 
 def system_spec(name: str, models: Models) -> str:
     """The ``syntriever evaluate`` SPEC of a recipe system alias (a raw SPEC is returned unchanged).
+
+    ``hybrid`` / ``hybrid+rerank`` are ``pipeline:`` systems over the saved query pipelines when ``models`` names
+    them, else the library's ``hybrid:`` (+ ``rerank:``) systems.
 
     :raises ValueError: When the alias needs a model the run did not build.
     """
@@ -53,6 +66,10 @@ def system_spec(name: str, models: Models) -> str:
         if models.retriever is None:
             raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
         spec = f"{'dense' if first == 'trained' else 'hybrid'}:{models.retriever}?precision={models.precision}"
+    if first == "hybrid":
+        pipeline = models.query_rerank_pipeline if plus else models.query_pipeline
+        if pipeline is not None:
+            return f"pipeline:{pipeline}?top_k={models.pipeline_top_k}"
     if plus:
         if models.reranker is None:
             raise ValueError(f"system {name!r} needs the trained reranker, which this run has not built")
@@ -61,6 +78,54 @@ def system_spec(name: str, models: Models) -> str:
             f"&max_length={models.reranker_max_length}"
         )
     return spec
+
+
+class SavedPipelineSearch:
+    """A saved query pipeline loaded as a user loads it (``load_pipeline``), searched with ``run_query``: a
+    :data:`~syntriever_haystack.evaluate.pipeline.PipelineSearch` giving ``(document id, score)`` best first.
+
+    :param path: The pipeline's YAML file.
+    :param top_k: Documents the last component (``ranker``, else ``joiner``) returns instead of its saved
+        ``top_k``; both sort everything they rank before cutting, so the first saved-``top_k`` documents are
+        exactly the saved pipeline's answer.
+    :raises SyntrieverError: The file is missing, ``top_k`` has no component to go to, or the store is empty.
+    """
+
+    def __init__(self, path: str | Path, *, top_k: int | None = None) -> None:
+        from syntriever_haystack.flow.serving import store_of
+        from syntriever_haystack.serve.pipelines import load_pipeline
+
+        self.path = Path(path)
+        self.pipeline = load_pipeline(self.path)
+        components = dict(self.pipeline.walk())
+        if top_k is not None:
+            last = components.get("ranker", components.get("joiner"))
+            if last is None or not hasattr(last, "top_k"):
+                raise FlowError(
+                    f"pipeline:{path}?top_k={top_k}: the pipeline has no 'ranker' or 'joiner' component whose top_k "
+                    "could be raised; drop ?top_k to evaluate the documents it returns as saved"
+                )
+            setattr(last, "top_k", top_k)  # noqa: B010 - a Component protocol
+        try:
+            self.store: Any = store_of(self.pipeline)
+        except FlowError:
+            self.store = None
+        if self.store is not None and self.store.count_documents() == 0:
+            raise FlowError(
+                f"the document store of pipeline {path} is empty: index the corpus into it first (`syntriever run` "
+                "does in its index step; an in-memory store's documents are in the store file it saved)"
+            )
+
+    def __call__(self, query: str) -> list[tuple[str, float | None]]:
+        from syntriever_haystack.serve.pipelines import run_query
+
+        return [(str(document.id), document.score) for document in run_query(self.pipeline, query)]
+
+
+def saved_pipeline_runner(path: str, *, top_k: int | None = None) -> SavedPipelineSearch:
+    """The :class:`~syntriever_haystack.evaluate.pipeline.PipelineRunner` of ``pipeline:PATH`` systems (the CLI's
+    and the flow's): the saved pipeline loaded with ``load_pipeline`` and searched with ``run_query``."""
+    return SavedPipelineSearch(path, top_k=top_k)
 
 
 def onnx_fingerprint(model: Path, precision: str) -> str | None:
@@ -130,7 +195,7 @@ def results_table(rows: list[dict[str, Any]], metrics: list[str], baseline: str,
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     best = {m: max(r["means"][m] for r in rows) for m in metrics}
     for row in rows:
-        cells = [f"`{row['system']}`" + (" (baseline)" if row["baseline"] else "")]
+        cells = [f"`{row['system']}`" + (" (baseline)" if row["baseline"] else "") + _pipeline_mark(row)]
         for metric in metrics:
             value = f"{row['means'][metric]:.4f}"
             cells.append(f"**{value}**" if row["means"][metric] == best[metric] else value)
@@ -142,6 +207,64 @@ def results_table(rows: list[dict[str, Any]], metrics: list[str], baseline: str,
             cells += [f"{row['delta'][first]:+.4f}{mark}", f"{p:.3g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _pipeline_mark(row: dict[str, Any]) -> str:
+    if row.get("served"):
+        return " — the saved pipeline (served)"
+    return " — saved pipeline" if row.get("pipeline") else ""
+
+
+def served_candidates(ctx: FlowContext, systems: list[str]) -> list[str]:
+    """The aliases of the query pipelines that may be served (:func:`~.serving.choose_query_pipeline` picks one
+    from the evaluated rows): the evaluation must score each of them."""
+    has_ranker = ctx.layout.query_rerank_yaml.is_file()
+    mode = ctx.recipe.serve.reranker
+    if mode == "never" or not has_ranker:
+        return ["hybrid"]
+    if mode == "always":
+        return ["hybrid+rerank"]
+    decided_by = [f for f in ("hybrid", "trained") if f in systems and f"{f}+rerank" in systems]
+    return ["hybrid", "hybrid+rerank"] if decided_by else ["hybrid"]
+
+
+def served_corpus_problem(ctx: FlowContext, dataset: BeirDataset) -> str | None:
+    """Why the saved pipelines cannot be scored on ``dataset`` (their store holds another corpus), or ``None``."""
+    index = ctx.results.get("index") or {}
+    if not index:
+        return "the index step has not run, so the saved pipelines' store is not known to hold the evaluation corpus"
+    indexed = ctx.eval_dataset() if index.get("corpus") == "evaluation" else ctx.full_eval_dataset()
+    if indexed is dataset or indexed.corpus.keys() == dataset.corpus.keys():
+        return None
+    return (
+        f"the saved pipelines search the {index.get('corpus')} corpus ({len(indexed.corpus):,} documents, "
+        f"serve.index_corpus: {ctx.recipe.serve.index_corpus}) but the evaluation uses {len(dataset.corpus):,} "
+        "(evaluate.corpus_sample); set serve.index_corpus: evaluation (or evaluate.corpus_sample: null) to score "
+        "the saved pipelines"
+    )
+
+
+def _flow_pipeline_runner(ctx: FlowContext, dataset: BeirDataset) -> Callable[..., SavedPipelineSearch]:
+    """:func:`saved_pipeline_runner`, after filling the shared in-memory index from the saved store file when this
+    process has not indexed it, and checking that the store holds the evaluation corpus."""
+
+    def runner(path: str, *, top_k: int | None = None) -> SavedPipelineSearch:
+        if ctx.recipe.serve.store == "memory" and ctx.layout.document_store.is_file():
+            from syntriever_haystack.flow.serving import document_store
+            from syntriever_haystack.serve.memory_store import load_memory_store
+
+            if document_store(ctx.recipe.serve, ctx.layout.retriever_onnx).count_documents() == 0:
+                load_memory_store(ctx.layout.document_store)  # fills the shared index the pipeline reads
+        search = saved_pipeline_runner(path, top_k=top_k)
+        stored = None if search.store is None else search.store.count_documents()
+        if stored is not None and stored != len(dataset.corpus):
+            raise FlowError(
+                f"the store of {ctx.relative(Path(path))} holds {stored:,} documents but the evaluation corpus has "
+                f"{len(dataset.corpus):,}: rerun the index step (--force-step index)"
+            )
+        return search
+
+    return runner
 
 
 def _primed_cache(ctx: FlowContext, dataset: BeirDataset) -> PrimedEmbeddingCache:
@@ -171,8 +294,9 @@ def embeds_like_evaluation(embedder: Any, model: Path, precision: str) -> bool:
     computes for the same texts: same model and precision, no extra text (prefix, suffix, meta fields), the model's
     normalisation and length, and the same batches (int8 activations are quantised per batch)."""
     params = embedder.to_dict().get("init_parameters", {})
+    loaded = Path(getattr(embedder, "model_path", None) or str(params.get("model")))  # the YAML's path is relative
     return (
-        Path(str(params.get("model"))).resolve() == model.resolve()
+        loaded.resolve() == model.resolve()
         and params.get("precision") == precision
         and params.get("file_name") is None
         and params.get("max_length") is None
@@ -192,14 +316,19 @@ def _aliased(report: EvaluationReport, aliases: Mapping[str, str]) -> Evaluation
 
 
 def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
-    """Evaluate the recipe's systems; write ``report/evaluation/`` (Markdown, JSON, TREC runs, PNG) and
-    ``report/results.png``; return the rows of the results table."""
+    """Evaluate the recipe's systems — ``hybrid`` / ``hybrid+rerank`` by the saved query pipelines, the served one
+    always — ; write ``report/evaluation/`` (Markdown, JSON, TREC runs, PNG) and ``report/results.png``; return the
+    rows of the results table and which system is served."""
     from syntriever_haystack.evaluate import evaluate_systems
     from syntriever_haystack.evaluate.report import write_outputs
+    from syntriever_haystack.evaluate.runner import default_depth
+    from syntriever_haystack.flow.serving import choose_query_pipeline
 
     recipe, layout = ctx.recipe, ctx.layout
     section = recipe.evaluate
     dataset = ctx.eval_dataset()
+    problem = served_corpus_problem(ctx, dataset)
+    pipelines = problem is None
     models = Models(
         base=layout.base_onnx.resolve(),
         retriever=layout.retriever_onnx.resolve(),
@@ -209,9 +338,28 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         reranker_precision=ctx.precision("export-reranker"),
         reranker_max_length=recipe.train.reranker.max_length,
         rerank_depth=section.rerank_depth,
+        query_pipeline=layout.query_yaml.resolve() if pipelines and layout.query_yaml.is_file() else None,
+        query_rerank_pipeline=(
+            layout.query_rerank_yaml.resolve() if pipelines and layout.query_rerank_yaml.is_file() else None
+        ),
+        pipeline_top_k=default_depth(section.metrics),
     )
+    names = list(section.systems)
+    notes: list[str] = []
+    if pipelines:
+        added = [name for name in served_candidates(ctx, names) if name not in names]
+        names += added
+        if added:
+            notes.append(
+                f"{', '.join(added)} added to the evaluated systems: the served query pipeline is one of them "
+                f"(serve.reranker: {recipe.serve.reranker})"
+            )
+    else:
+        message = f"hybrid (+rerank) scored by the evaluation's own fusion, not by the saved pipelines: {problem}"
+        notes.append(message)
+        ctx.warn(message)
     try:
-        specs = {name: system_spec(name, models) for name in section.systems}
+        specs = {name: system_spec(name, models) for name in names}
     except ValueError as exc:
         raise FlowError(f"evaluate.systems: {exc}") from None
     aliases = {spec: name for name, spec in specs.items()}
@@ -226,7 +374,25 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         cache=cache,
         progress=ctx.progress,
         seed=recipe.seed,
+        pipeline_runner=_flow_pipeline_runner(ctx, dataset) if pipelines else None,
     )
+    rows = result_rows(report, aliases)
+    served: str | None = None
+    served_path: Path | None = None
+    if pipelines:
+        # the choice the answer step makes, from these rows
+        decided = dataclasses.replace(
+            ctx, results={**ctx.results, "evaluate": {"rows": rows, "metrics": report.metrics}}
+        )
+        served_path, _ = choose_query_pipeline(decided)
+        served = "hybrid+rerank" if served_path == layout.query_rerank_yaml else "hybrid"
+        paths = {"hybrid": layout.query_yaml, "hybrid+rerank": layout.query_rerank_yaml}
+        for row in rows:
+            if row["spec"].startswith("pipeline:") and row["system"] in paths:
+                row["pipeline"] = ctx.relative(paths[row["system"]])
+            row["served"] = row["system"] == served
+        if served not in {row["system"] for row in rows}:  # pragma: no cover - served_candidates prevents it
+            raise FlowError(f"the served system {served!r} was not evaluated")
     named = _aliased(report, aliases)
     written = write_outputs(named, layout.evaluation)
     chart = None
@@ -245,8 +411,10 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         "baseline": section.baseline,
         "test": report.test,
         "alpha": report.alpha,
-        "rows": result_rows(report, aliases),
-        "notes": report.warnings,
+        "rows": rows,
+        "served": served,
+        "served_pipeline": ctx.relative(served_path) if served_path else None,
+        "notes": [*notes, *report.warnings],
         "seconds": round(report.seconds, 1),
         "reused_index_embeddings": cache.primed_hits > 0,
         "chart": ctx.relative(chart) if chart else None,

@@ -2,8 +2,9 @@
 
 Every field has a default, so an empty file is a valid recipe (the quickstart's). Loading is strict: an unknown
 key, a value of the wrong type or outside its allowed values is an error that names the key (``train.reranker.
-epochs``) and the fix (the allowed keys or values). The resolved recipe — defaults filled in — is saved as
-``recipe.yaml`` in the output folder, and loading that file gives the same recipe back.
+epochs``) and the fix (the allowed keys or values); every problem of a recipe is reported at once, one
+``- key: problem; fix`` line each. The resolved recipe — defaults filled in — is saved as ``recipe.yaml`` in the
+output folder, and loading that file gives the same recipe back.
 
 .. code-block:: python
 
@@ -20,7 +21,7 @@ import difflib
 import functools
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -63,7 +64,11 @@ SYSTEM_ALIASES = {
 
 
 class RecipeError(SyntrieverError, ValueError):
-    """A recipe is invalid; the message names the key and the fix."""
+    """A recipe is invalid: one ``key: problem; fix`` line, or a ``- key: ...`` line per problem (``problems``)."""
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems) or [message]
 
 
 # --------------------------------------------------------------------------------------------------- sections
@@ -332,16 +337,13 @@ class Recipe:
     def validate(self) -> None:
         """Cross-field checks (types and allowed values are checked on load).
 
-        :raises RecipeError: Naming the key and the fix.
+        :raises RecipeError: Naming the key and the fix of every problem.
         """
-        _validate(self)
+        if problems := _validate(self):
+            raise problems.error()
 
 
 # ------------------------------------------------------------------------------------------------- loading
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -355,7 +357,7 @@ def _type_name(tp: Any) -> str:
     return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, key: str) -> Any:
+def _convert(value: Any, tp: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -363,7 +365,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             return None
         for arg in (a for a in args if a is not type(None)):
             try:
-                return _convert(value, arg, key)
+                return _convert(value, arg, key, problems)
             except RecipeError:
                 continue
         raise RecipeError(f"{key}: {value!r} is not {_type_name(tp)}")
@@ -376,13 +378,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise RecipeError(f"{key}: expected {_type_name(tp)}, got {value!r}")
         (item,) = typing.get_args(tp)
-        return [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_convert(v, item, f"{key}[{i}]", problems) for i, v in enumerate(value)]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if value is None:
             value = {}
         if not isinstance(value, Mapping):
             raise RecipeError(f"{key}: expected a mapping of settings, got {value!r}")
-        return _build(tp, value, key)
+        return _build(tp, value, key, problems)
     if tp is bool:
         if not isinstance(value, bool):
             raise RecipeError(f"{key}: expected true or false, got {value!r}")
@@ -402,8 +404,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise RecipeError(f"{key}: unsupported setting type {tp!r}")  # pragma: no cover - a bug in this module
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
-    hints = _hints(cls)
+def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    """``cls`` from ``data``; a bad key is added to ``problems`` and keeps its default, so every one is found."""
+    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -411,22 +414,31 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RecipeError(f"{full}: unknown key{hint}; allowed keys here: {', '.join(names)}")
-        values[key] = _convert(value, hints[key], full)
+            problems.append(f"{full}: unknown key{hint}; allowed keys here: {', '.join(names)}")
+            continue
+        try:
+            values[key] = _convert(value, hints[key], full, problems)
+        except RecipeError as error:
+            problems.append(str(error))
     return cls(**values)
 
 
 def recipe_from_dict(data: Mapping[str, Any] | None) -> Recipe:
     """Build and validate a recipe from plain data (parsed YAML); missing keys take their defaults.
 
-    :raises RecipeError: For an unknown key, a wrong type, a value outside its allowed set, or an inconsistency.
+    :raises RecipeError: For an unknown key, a wrong type, a value outside its allowed set, or an inconsistency;
+        listing every problem (``error.problems``), not only the first.
     """
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise RecipeError(f"a recipe is a mapping of sections (dataset, llm, generate, ...), got {type(data).__name__}")
-    recipe: Recipe = _build(Recipe, data, "")
-    recipe.validate()
+    problems = _Problems()
+    recipe: Recipe = _build(Recipe, data, "", problems)
+    reported = {problem.split(":", 1)[0] for problem in problems}  # a key with a bad value checks its default
+    problems += [p for p in _validate(recipe) if p.split(":", 1)[0] not in reported]
+    if problems:
+        raise problems.error()
     return recipe
 
 
@@ -465,7 +477,7 @@ def load_recipe(path: str | Path | None = None, *, overrides: Mapping[str, Any] 
     except RecipeError as exc:
         if path is None:
             raise
-        raise RecipeError(f"{path}: {exc}") from None
+        raise _Problems(exc.problems).error(where=str(path)) from None
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
@@ -482,25 +494,44 @@ def dump_recipe(recipe: Recipe, *, header: str | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise RecipeError(message)
+class _Problems(list[str]):
+    """The problems found so far: a check adds its message instead of raising, so one error lists them all."""
+
+    def check(self, condition: bool, message: str) -> None:
+        if not condition:
+            self.append(message)
+
+    def parses(self, key: str, parse: Callable[[], object]) -> None:
+        """Parse a spec value once while loading, so a bad one fails before anything runs, naming its key."""
+        try:
+            parse()
+        except SpecError as error:
+            self.append(f"{key}: {error}")
+
+    def error(self, where: str = "") -> RecipeError:
+        """One error: a single problem as it is, several one per line; prefixed by ``where`` (the file)."""
+        lead = f"{where}: " if where else ""
+        if len(self) > 1:
+            lead += f"{len(self)} problems in the recipe, fix them all:\n- "
+        return RecipeError(lead + "\n- ".join(self), problems=self)
 
 
-def _parses(key: str, parse: Callable[[], object]) -> None:
-    """Parse a spec value once while loading, so a bad one fails before anything runs, naming its key."""
-    try:
-        parse()
-    except SpecError as error:
-        raise RecipeError(f"{key}: {error}") from None
+# Numeric settings by the bound they need, named as in the recipe (so the message names the key that was read).
+_POSITIVE_OR_NULL = """dataset.max_train_queries evaluate.corpus_sample evaluate.max_queries train.threads
+    train.retriever.max_steps train.stage2.max_steps train.reranker.max_steps""".split()
+_ZERO_OR_MORE = ["generate.retriever_queries", "generate.reranker_passages"]
+_POSITIVE = """llm.concurrency llm.max_tokens generate.queries_per_passage generate.reranker_candidates
+    generate.preferences.queries train.retriever.batch_size train.stage2.batch_size train.reranker.batch_size
+    serve.top_k evaluate.rerank_depth""".split()
+_POSITIVE_EPOCHS = ["train.retriever.epochs", "train.stage2.epochs", "train.reranker.epochs"]
 
 
-def _validate_specs(recipe: Recipe) -> None:
-    gen, llm = recipe.generate, recipe.llm
-    _parses(
-        "llm.spec",
-        lambda: LLMSpec.parse(llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env),
-    )
+def _validate(recipe: Recipe) -> _Problems:
+    """Every cross-field problem of ``recipe`` (empty: valid)."""
+    gen, train, ev, llm = recipe.generate, recipe.train, recipe.evaluate, recipe.llm
+    problems = _Problems()
+    _check, _parses = problems.check, problems.parses
+    _parses("llm.spec", lambda: LLMSpec.parse(llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env))
     if gen.judge not in ("embedder", "reranker"):
         _parses("generate.judge", lambda: JudgeSpec.parse(gen.judge, purpose="relevance"))
     if gen.preferences.judge not in ("embedder", "reranker"):
@@ -509,51 +540,24 @@ def _validate_specs(recipe: Recipe) -> None:
     for name in recipe.evaluate.systems:
         if ":" in name:
             _parses("evaluate.systems", functools.partial(SystemSpec.parse, name))
-
-
-def _validate(recipe: Recipe) -> None:
-    gen, train, ev = recipe.generate, recipe.train, recipe.evaluate
-    _validate_specs(recipe)
     _check(bool(recipe.dataset.path.strip()), "dataset.path: empty; give a BEIR folder or a BEIR name (scifact)")
-    for key, value in (
-        ("dataset.max_train_queries", recipe.dataset.max_train_queries),
-        ("evaluate.corpus_sample", ev.corpus_sample),
-        ("evaluate.max_queries", ev.max_queries),
-        ("train.threads", train.threads),
-        ("train.retriever.max_steps", train.retriever.max_steps),
-        ("train.stage2.max_steps", train.stage2.max_steps),
-        ("train.reranker.max_steps", train.reranker.max_steps),
-    ):
-        _check(value is None or value > 0, f"{key}: must be a positive integer or null, got {value}")
-    for key, count in (
-        ("generate.retriever_queries", gen.retriever_queries),
-        ("generate.reranker_passages", gen.reranker_passages),
-    ):
-        _check(count >= 0, f"{key}: must be 0 or more, got {count}")
-    for key, count in (
-        ("llm.concurrency", recipe.llm.concurrency),
-        ("llm.max_tokens", recipe.llm.max_tokens),
-        ("generate.queries_per_passage", gen.queries_per_passage),
-        ("generate.reranker_candidates", gen.reranker_candidates),
-        ("generate.preferences.queries", gen.preferences.queries),
-        ("train.retriever.batch_size", train.retriever.batch_size),
-        ("train.stage2.batch_size", train.stage2.batch_size),
-        ("train.reranker.batch_size", train.reranker.batch_size),
-        ("serve.top_k", recipe.serve.top_k),
-        ("evaluate.rerank_depth", ev.rerank_depth),
-    ):
-        _check(count > 0, f"{key}: must be a positive integer, got {count}")
+
+    def value(key: str) -> Any:  # value("train.threads") is recipe.train.threads
+        return functools.reduce(getattr, key.split("."), recipe)
+
+    for key in _POSITIVE_OR_NULL:
+        _check(value(key) is None or value(key) > 0, f"{key}: must be a positive integer or null, got {value(key)}")
+    for key in _ZERO_OR_MORE:
+        _check(value(key) >= 0, f"{key}: must be 0 or more, got {value(key)}")
+    for key in _POSITIVE:
+        _check(value(key) > 0, f"{key}: must be a positive integer, got {value(key)}")
     _check(
         gen.preferences.top_k >= 2,
         f"generate.preferences.top_k: needs 2 or more candidates, got {gen.preferences.top_k}",
     )
     _check(train.reranker.group_size >= 2, "train.reranker.group_size: 1 positive + at least 1 negative: use 2 or more")
-    for key, epochs in (
-        ("train.retriever.epochs", train.retriever.epochs),
-        ("train.stage2.epochs", train.stage2.epochs),
-        ("train.reranker.epochs", train.reranker.epochs),
-    ):
-        _check(epochs > 0, f"{key}: must be positive, got {epochs}")
+    for key in _POSITIVE_EPOCHS:
+        _check(value(key) > 0, f"{key}: must be positive, got {value(key)}")
     _check(0 <= train.retriever.dev_fraction < 1, "train.retriever.dev_fraction: use a fraction in [0, 1)")
     _check(
         gen.retriever_queries > 0 or train.retriever.add_gold_pairs,
@@ -593,3 +597,4 @@ def _validate(recipe: Recipe) -> None:
         f"evaluate.baseline: {ev.baseline!r} is not in evaluate.systems ({', '.join(ev.systems)})",
     )
     _check(bool(ev.metrics), "evaluate.metrics: list at least one metric, e.g. [nDCG@10, R@100, RR@10]")
+    return problems

@@ -38,8 +38,8 @@ def _evaluation_text(evaluation: dict[str, Any]) -> list[str]:
             "",
         ]
     lines.append(results_table(evaluation["rows"], evaluation["metrics"], evaluation["baseline"], evaluation["alpha"]))
+    lines += ["", *_served_text(evaluation)]
     lines += [
-        "",
         f"Δ and p: paired {evaluation['test']} against `{evaluation['baseline']}` over the queries, Holm-adjusted over "
         f"the compared systems; ▲/▼ significant at p < {evaluation['alpha']}. RR@10 is MRR@10. Bold: best.",
     ]
@@ -52,6 +52,22 @@ def _evaluation_text(evaluation: dict[str, Any]) -> list[str]:
             cells = [f"{row['delta'][m]:+.4f} ({row['p_holm'][m]:.3g})" if m in row["delta"] else "—" for m in other]
             lines.append(f"| `{row['system']}` | " + " | ".join(cells) + " |")
     return lines
+
+
+def _served_text(evaluation: dict[str, Any]) -> list[str]:
+    """What the served row is: the saved pipeline itself, searched query by query."""
+    served = evaluation.get("served")
+    if served:
+        return [
+            f"`{served}` is the saved pipeline `{evaluation['served_pipeline']}`, the one that is served: loaded with "
+            "`load_pipeline` and run with `run_query` on every evaluation query (rows marked *saved pipeline* "
+            "likewise), so its numbers are what the served search answers.",
+            "",
+        ]
+    if "served" in evaluation:  # evaluated, but the saved pipelines could not be (another corpus in their store)
+        note = next((n for n in evaluation.get("notes", []) if "not by the saved pipelines" in n), None)
+        return [f"> {note}", ""] if note else []
+    return []
 
 
 def _answer_text(answer: dict[str, Any]) -> list[str]:
@@ -186,6 +202,7 @@ def write_reports(ctx: FlowContext, summary: RunSummary) -> None:
             if not row["baseline"]
         },
         "baseline": evaluation.get("baseline"),
+        "served": evaluation.get("served"),  # the system whose row is the served (saved) query pipeline
         "evaluation": {k: v for k, v in evaluation.items() if k not in ("rows",)},
         "answer": summary.results.get("answer"),
         "warnings": summary.warnings,

@@ -8,22 +8,35 @@ index`` / ``search`` use); this module wires them to the recipe.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from syntriever_haystack.flow.context import FlowContext, FlowError
 from syntriever_haystack.flow.recipe import ServeSection
 from syntriever_haystack.specs import Precision
 
 
-def document_store(serve: ServeSection, model: Path) -> Any:
+def document_store(
+    serve: ServeSection,
+    model: Path,
+    *,
+    store_file: Path | None = None,
+    missing: Literal["error", "empty"] = "error",
+) -> Any:
     """The store of ``serve`` laid out for the exported bi-encoder ``model``: a shared in-memory index
-    (``serve.index``) or an OpenSearch index (created now if absent, checked against the model if present)."""
+    (``serve.index``) or an OpenSearch index (created now if absent, checked against the model if present).
+
+    :param store_file: In memory: a ``SyntrieverInMemoryDocumentStore`` over this store file (not read now; a
+        pipeline loaded from YAML reads it), so the saved pipelines answer in any process.
+    :param missing: With ``store_file``: ``"error"`` (query pipelines) or ``"empty"`` (the indexing pipeline).
+    """
     from syntriever_haystack.runtime.metadata import ModelMetadata
 
     metadata = ModelMetadata.load(model)
     if serve.store == "memory":
-        from syntriever_haystack.serve.memory_store import memory_document_store
+        from syntriever_haystack.serve.memory_store import file_document_store, memory_document_store
 
+        if store_file is not None:
+            return file_document_store(metadata, store_file, index=serve.index, missing=missing, load=False)
         return memory_document_store(metadata, index=serve.index)
     from syntriever_haystack.opensearch.connection import OpenSearchConnection
     from syntriever_haystack.opensearch.store import opensearch_document_store
@@ -40,9 +53,13 @@ def build_pipelines(
     ranker_precision: Precision,
     top_k: int,
     rerank_depth: int,
+    query_store: Any = None,
 ) -> dict[str, Any]:
     """``indexing`` (whole documents, no splitting: what the evaluation scores), ``query`` (hybrid: BM25 + dense,
-    reciprocal rank fusion) and, with a ranker, ``query-rerank`` (the fused top ``rerank_depth`` reranked)."""
+    reciprocal rank fusion) and, with a ranker, ``query-rerank`` (the fused top ``rerank_depth`` reranked).
+
+    :param query_store: The query pipelines' store (default: ``store``, the indexing pipeline's).
+    """
     from syntriever_haystack.serve.pipelines import indexing_pipeline, query_pipeline
 
     built = {
@@ -53,11 +70,11 @@ def build_pipelines(
             precision=precision,
             progress_bar=True,
         ),
-        "query": query_pipeline(store, embedder, precision=precision, top_k=top_k),
+        "query": query_pipeline(query_store or store, embedder, precision=precision, top_k=top_k),
     }
     if ranker is not None:
         built["query-rerank"] = query_pipeline(
-            store,
+            query_store or store,
             embedder,
             ranker,
             precision=precision,

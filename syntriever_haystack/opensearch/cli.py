@@ -3,7 +3,9 @@
 - ``syntriever index --model EXPORTED_EMBEDDER (--dataset DIR|NAME | --input PATH...) [--store memory|opensearch]``
   splits, embeds and writes a corpus; the in-memory store is saved to a JSON file that ``search`` reloads.
 - ``syntriever search "QUERY" --model EXPORTED_EMBEDDER [--ranker EXPORTED_RERANKER] [--store ...] [--json]``
-  runs the hybrid (BM25 + dense, reciprocal rank fusion) query pipeline, optionally reranked.
+  runs the hybrid (BM25 + dense, reciprocal rank fusion) query pipeline, optionally reranked;
+  ``syntriever search "QUERY" --run runs/quickstart [--rerank]`` runs a run folder's saved
+  ``pipelines/query.yaml`` (``query-rerank.yaml``) as it is, on the run's store.
 
 OpenSearch credentials come only from the environment (``OPENSEARCH_USERNAME`` / ``OPENSEARCH_PASSWORD``) and
 TLS certificates are verified unless ``--no-verify-certs`` is given. Haystack, onnxruntime and opensearch-py are
@@ -200,10 +202,15 @@ def _cmd_index(args: argparse.Namespace) -> int:
     )
     if args.pipelines_out:
         out = Path(args.pipelines_out)
-        save_pipeline(build(query_store), out / "indexing.yaml")
-        save_pipeline(
-            query_pipeline(query_store, args.model, args.ranker, precision=args.precision), out / "query.yaml"
-        )
+        indexing_store, yaml_store = query_store, query_store
+        if kind == "memory":  # stores that load the saved file themselves: the YAML answers in any process
+            from syntriever_haystack.serve.memory_store import file_document_store
+
+            saved = _store_path(args).absolute()
+            indexing_store = file_document_store(metadata, saved, index=query_store.index, missing="empty", load=False)
+            yaml_store = file_document_store(metadata, saved, index=query_store.index, load=False)
+        save_pipeline(build(indexing_store), out / "indexing.yaml")
+        save_pipeline(query_pipeline(yaml_store, args.model, args.ranker, precision=args.precision), out / "query.yaml")
         summary["pipelines"] = [str(out / "indexing.yaml"), str(out / "query.yaml")]
     if args.json:
         print(json.dumps(summary))
@@ -228,15 +235,62 @@ def _snippet(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 
+def _run_pipeline(args: argparse.Namespace) -> Path:
+    """The saved query pipeline of ``--run``: ``pipelines/query.yaml``, or ``query-rerank.yaml`` with ``--rerank``."""
+    folder = Path(args.run).expanduser()
+    name = "query-rerank.yaml" if args.rerank else "query.yaml"
+    path = folder / "pipelines" / name
+    if not path.is_file():
+        if not folder.is_dir():
+            raise SyntrieverError(f"--run {folder}: no such run folder (a folder written by `syntriever run`).")
+        hint = (
+            " (this run has no reranker: drop --rerank)"
+            if args.rerank and (folder / "pipelines" / "query.yaml").is_file()
+            else "; build it with `syntriever run RECIPE --until index`"
+        )
+        raise SyntrieverError(f"--run {folder}: {path} does not exist{hint}.")
+    return path
+
+
+def _search_run(args: argparse.Namespace) -> tuple[list[Document], dict[str, Any]]:
+    from syntriever_haystack.serve.pipelines import load_pipeline, run_query
+
+    used = [
+        flag
+        for flag, value in (("--model", args.model), ("--ranker", args.ranker), ("--store-path", args.store_path))
+        if value
+    ]
+    if used:
+        raise SyntrieverError(f"--run searches with the run's saved pipeline: drop {', '.join(used)}.")
+    path = _run_pipeline(args)
+    pipeline = load_pipeline(path)
+    components = dict(pipeline.walk())
+    last = components.get("ranker", components.get("joiner"))
+    if last is not None and hasattr(last, "top_k"):
+        setattr(last, "top_k", args.top_k)  # noqa: B010 - a Component protocol
+    documents = run_query(pipeline, args.query)[: args.top_k]
+    return documents, {"run": str(Path(args.run)), "pipeline": str(path)}
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.serve.pipelines import query_pipeline, run_query
 
     if not args.query.strip():
         raise SyntrieverError("the query is empty.")
+    started = time.perf_counter()
+    if args.run:
+        found, saved = _search_run(args)
+        return _print_results(args, found, saved, time.perf_counter() - started)
+    if args.rerank:
+        raise SyntrieverError("--rerank picks a run's query-rerank.yaml: use it with --run (or pass --ranker DIR).")
+    if not args.model:
+        raise SyntrieverError(
+            "say what to search: --run RUN_FOLDER (a `syntriever run` folder, e.g. runs/quickstart), or --model "
+            "EXPORTED_DIR with a store (--store-path FILE, or --store opensearch)."
+        )
     metadata = ModelMetadata.load(args.model)
     kind = _store_kind(args)
-    started = time.perf_counter()
     options: dict[str, Any] = {
         "top_k": args.top_k,
         "top_k_bm25": args.top_k_bm25,
@@ -248,6 +302,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from syntriever_haystack.serve.memory_store import check_memory_store, load_memory_store
 
         path = _store_path(args)
+        if not args.store_path and not path.is_file():
+            raise SyntrieverError(
+                f"no in-memory store named {args.index!r} ({path} does not exist). Search a run folder with "
+                "`--run runs/quickstart`, or a store file with `--store-path FILE` (build one with "
+                "`syntriever index`)."
+            )
         store, record = load_memory_store(path)
         check_memory_store(store, record, metadata, label=f"store file {path}")
         documents = run_query(query_pipeline(store, args.model, args.ranker, **options), args.query)
@@ -261,7 +321,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             os_store = opensearch_document_store(connection, args.index, metadata, create=False)
             documents = run_query(query_pipeline(os_store, args.model, args.ranker, **options), args.query)
         where = {"store": "opensearch", "url": connection.url, "index": args.index}
-    seconds = time.perf_counter() - started
+    return _print_results(args, documents, where, time.perf_counter() - started)
+
+
+def _print_results(args: argparse.Namespace, documents: list[Document], where: dict[str, Any], seconds: float) -> int:
     results = [
         {
             "rank": rank,
@@ -303,7 +366,8 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--store-path",
         metavar="FILE",
-        help="in-memory store file (default: $SYNTRIEVER_CACHE/stores/NAME.json, ~/.cache/syntriever/...)",
+        help="in-memory store file (default: $SYNTRIEVER_CACHE/stores/NAME.json, ~/.cache/syntriever/...; a "
+        "`syntriever run` folder keeps its store in data/document_store.json: search it with --run)",
     )
     add_connection_arguments(group, timeout=60)
 
@@ -366,11 +430,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     search = sub.add_parser(
         "search",
         help="hybrid search (BM25 + dense, reciprocal rank fusion), optionally reranked",
-        description="Run the query pipeline on a store built by `syntriever index` and print ranked results.",
+        description="Run the query pipeline on a store built by `syntriever index` and print ranked results, or "
+        "a `syntriever run` folder's saved query pipeline (--run).",
     )
     search.add_argument("query", metavar="QUERY")
     search.add_argument(
-        "--model", required=True, metavar="EXPORTED_DIR", help="the bi-encoder the store was built with"
+        "--run",
+        metavar="RUN_DIR",
+        help="a `syntriever run` folder (e.g. runs/quickstart): answer with its saved pipelines/query.yaml and store",
+    )
+    search.add_argument(
+        "--rerank", action="store_true", help="with --run: use the run's pipelines/query-rerank.yaml (reranked)"
+    )
+    search.add_argument(
+        "--model", metavar="EXPORTED_DIR", help="the bi-encoder the store was built with (required without --run)"
     )
     search.add_argument("--ranker", metavar="EXPORTED_DIR", help="exported cross-encoder to rerank with")
     search.add_argument("--top-k", type=int, default=5, help="results to print (default 5)")

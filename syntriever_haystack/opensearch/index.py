@@ -2,7 +2,8 @@
 
 - :func:`index_spec` is the create-index body: ``index.knn: true``, a ``knn_vector`` field with the model's
   dimension and space type (see :mod:`syntriever_haystack.runtime.vector_space` for the rule), an HNSW method on
-  the Lucene or Faiss engine, a BM25 ``text`` field, and a ``_meta`` block recording the model. Field names and
+  the Lucene or Faiss engine, a BM25 ``text`` field (``english`` analyzer: stop words and stemming, the analogue of
+  the in-memory BM25, close to but not identical with it), and a ``_meta`` block recording the model. Field names and
   the dynamic template for metadata are those of ``OpenSearchDocumentStore``'s default mapping, so Haystack's
   ``OpenSearchBM25Retriever`` / ``OpenSearchEmbeddingRetriever`` work on it unchanged.
 - :func:`ensure_index` creates the index if it is absent; if it exists, it checks dimension and space type
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 ENGINES: tuple[str, ...] = ("lucene", "faiss")
 DEFAULT_ENGINE = "lucene"
+DEFAULT_TEXT_ANALYZER = "english"  # stop words + stemming, like the in-memory BM25 (runtime.bm25)
 META_KEY = "syntriever"
 FIX = (
     "Fix: write to a new index (--index NEW_NAME), rebuild this one with `syntriever index --recreate` "
@@ -109,7 +111,7 @@ def index_spec(
     ef_search: int | None = None,
     text_field: str = "content",
     embedding_field: str = "embedding",
-    text_analyzer: str | None = None,
+    text_analyzer: str | None = DEFAULT_TEXT_ANALYZER,
     shards: int | None = None,
     replicas: int | None = None,
     model_name: str | None = None,
@@ -127,7 +129,11 @@ def index_spec(
     :param ef_search: HNSW candidate list size at search time (Faiss only; Lucene uses the query's ``k``).
     :param text_field: The BM25 text field.
     :param embedding_field: The ``knn_vector`` field.
-    :param text_analyzer: Analyzer of the text field (e.g. ``english`` for stemming); default ``standard``.
+    :param text_analyzer: Analyzer of the text field. Default ``english`` (English stop words and stemming):
+        OpenSearch's BM25 (Lucene, ``k1=1.2``, ``b=0.75``) over it is what serves BM25 on OpenSearch, the analogue
+        of the in-memory ``SyntrieverBM25Retriever`` (bm25s with English stop words and Snowball stemming) and of
+        the evaluation's ``bm25``: close to, not identical with it (the analyzers' tokens differ slightly, e.g.
+        possessives and stop-word lists). ``None``: OpenSearch's ``standard`` analyzer (no stemming).
     :param shards: ``number_of_shards`` (default: the cluster's).
     :param replicas: ``number_of_replicas`` (default: the cluster's; 0 suits a single-node cluster).
     :param model_name: Model name or path recorded in ``_meta`` (default: the model's ``source_model``).

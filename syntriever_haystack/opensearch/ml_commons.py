@@ -4,13 +4,17 @@ Flow (requests as in ``docs/ml-commons.md``): optional dev cluster settings → 
 → upload the zip in chunks → wait for ``REGISTERED`` → deploy (a task) → ingest pipeline with a
 ``text_embedding`` processor / search pipeline with a ``rerank`` processor → ``neural`` queries.
 
-Everything goes through ``client.transport.perform_request`` of an ``opensearchpy.OpenSearch`` client
-(as opensearch-py-ml does), so any client built by :class:`~syntriever_haystack.opensearch.OpenSearchConnection`
-works, and tests can script the transport.
+Every request goes through opensearch-py's own methods: ML Commons through ``client.plugins.ml``
+(``register_model_group``, ``register_model_meta``, ``upload_chunk``, ``get_model``, ``deploy_model``,
+``get_task``, ``predict``, ``predict_model``, ``undeploy_model``, ``delete_model``), the rest through
+``client.cluster.put_settings``, ``client.ingest.put_pipeline`` and ``client.search_pipeline.put``. They all end
+in ``client.transport.perform_request``, so any client built by
+:class:`~syntriever_haystack.opensearch.OpenSearchConnection` works and tests can script the transport.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -88,7 +92,31 @@ class MLCommonsClient:
 
     # ------------------------------------------------------------------ transport
     def request(self, method: str, path: str, body: Any = None, *, what: str) -> Any:
-        """One request; HTTP errors become :class:`MLCommonsError` naming ``what`` and the cluster's reason.
+        """A raw ``client.transport.perform_request``, for an endpoint opensearch-py has no method for.
+
+        Every request of this class has one (see :meth:`send`); this stays for callers' own endpoints.
+        """
+        return self._checked(
+            lambda: self.client.transport.perform_request(method, path, body=body), method, path, what=what
+        )
+
+    def send(self, api: str, method: str, path: str, *, what: str, body: Any = None, **path_args: Any) -> Any:
+        """Call opensearch-py's ``api`` (``"plugins.ml.get_task"``, ``"ingest.put_pipeline"``, ...) on the client.
+
+        ``method`` and ``path`` are the request it sends, named in errors. With an opensearch-py that lacks the
+        method (older releases wrap fewer ML Commons endpoints) the same request goes out raw through
+        ``client.transport.perform_request``.
+        """
+        target: Any = self.client
+        for part in api.split("."):
+            target = getattr(target, part, None)
+        if not callable(target):  # not wrapped by this opensearch-py: the same request, raw
+            return self.request(method, path, body, what=what)
+        call = functools.partial(target, **path_args, **({} if body is None else {"body": body}))
+        return self._checked(call, method, path, what=what)
+
+    def _checked(self, call: Callable[[], Any], method: str, path: str, *, what: str) -> Any:
+        """Run one call; HTTP errors become :class:`MLCommonsError` naming ``what`` and the cluster's reason.
 
         Connection, TLS and authentication errors are raised unchanged (the CLI turns them into messages
         naming the URL and the fix, see :mod:`syntriever_haystack.opensearch.errors`).
@@ -105,7 +133,7 @@ class MLCommonsClient:
                 "ML Commons support needs the opensearch extra: pip install 'syntriever-haystack[opensearch]'"
             ) from exc
         try:
-            return self.client.transport.perform_request(method, path, body=body)
+            return call()
         except (ConnectionError, AuthenticationException, AuthorizationException):
             raise
         except TransportError as exc:
@@ -115,15 +143,20 @@ class MLCommonsClient:
     def apply_dev_cluster_settings(self, settings: dict[str, str] | None = None) -> dict[str, Any]:
         """``PUT /_cluster/settings`` with :data:`DEV_CLUSTER_SETTINGS` (persistent). Development clusters only."""
         body = {"persistent": dict(settings or DEV_CLUSTER_SETTINGS)}
-        return dict(self.request("PUT", "/_cluster/settings", body, what="Updating ML Commons cluster settings"))
+        what = "Updating ML Commons cluster settings"
+        return dict(self.send("cluster.put_settings", "PUT", "/_cluster/settings", body=body, what=what))
 
     # ------------------------------------------------------------------ models
     def register_model_group(self, name: str, description: str = "") -> str:
         """Create model group ``name`` and return its id; an existing group of that name is reused."""
         body = {"name": name, "description": description or "syntriever-haystack models"}
         try:
-            response = self.request(
-                "POST", f"{ML}/model_groups/_register", body, what=f"Registering model group {name!r}"
+            response = self.send(
+                "plugins.ml.register_model_group",
+                "POST",
+                f"{ML}/model_groups/_register",
+                body=body,
+                what=f"Registering model group {name!r}",
             )
         except MLCommonsError as exc:
             match = _GROUP_EXISTS.search(str(exc))
@@ -135,14 +168,23 @@ class MLCommonsClient:
     def register_bundle(self, bundle: MlCommonsBundle, *, model_group_id: str, timeout: float = 300.0) -> str:
         """Register meta, upload every chunk, wait until the model is ``REGISTERED``; returns its id."""
         body = dict(bundle.register_body, model_group_id=model_group_id)
-        response = self.request("POST", f"{ML}/models/_register_meta", body, what=f"Registering model {body['name']!r}")
+        response = self.send(
+            "plugins.ml.register_model_meta",
+            "POST",
+            f"{ML}/models/_register_meta",
+            body=body,
+            what=f"Registering model {body['name']!r}",
+        )
         model_id = str(_require(response, "model_id", "model meta registration"))
         uploaded = 0
         for number, chunk in enumerate(bundle.chunks()):
-            self.request(
+            self.send(
+                "plugins.ml.upload_chunk",
                 "POST",
                 f"{ML}/models/{model_id}/upload_chunk/{number}",
-                chunk,
+                model_id=model_id,
+                chunk_number=number,
+                body=chunk,
                 what=f"Uploading chunk {number + 1}/{bundle.total_chunks} of model {model_id}",
             )
             uploaded += 1
@@ -156,7 +198,13 @@ class MLCommonsClient:
 
     def deploy(self, model_id: str, *, timeout: float = 600.0) -> dict[str, Any]:
         """``POST .../_deploy`` and wait for the deploy task; returns the completed task."""
-        response = self.request("POST", f"{ML}/models/{model_id}/_deploy", None, what=f"Deploying model {model_id}")
+        response = self.send(
+            "plugins.ml.deploy_model",
+            "POST",
+            f"{ML}/models/{model_id}/_deploy",
+            model_id=model_id,
+            what=f"Deploying model {model_id}",
+        )
         task_id = str(_require(response, "task_id", "model deployment"))
         return self.wait_for_task(task_id, timeout=timeout, what=f"Deploying model {model_id}")
 
@@ -177,13 +225,16 @@ class MLCommonsClient:
         )
 
     def get_model(self, model_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"{ML}/models/{model_id}", None, what=f"Reading model {model_id}"))
+        path, what = f"{ML}/models/{model_id}", f"Reading model {model_id}"
+        return dict(self.send("plugins.ml.get_model", "GET", path, model_id=model_id, what=what))
 
     def undeploy(self, model_id: str) -> dict[str, Any]:
-        return dict(self.request("POST", f"{ML}/models/{model_id}/_undeploy", None, what=f"Undeploying {model_id}"))
+        path, what = f"{ML}/models/{model_id}/_undeploy", f"Undeploying {model_id}"
+        return dict(self.send("plugins.ml.undeploy_model", "POST", path, model_id=model_id, what=what))
 
     def delete_model(self, model_id: str) -> dict[str, Any]:
-        return dict(self.request("DELETE", f"{ML}/models/{model_id}", None, what=f"Deleting model {model_id}"))
+        path, what = f"{ML}/models/{model_id}", f"Deleting model {model_id}"
+        return dict(self.send("plugins.ml.delete_model", "DELETE", path, model_id=model_id, what=what))
 
     # ------------------------------------------------------------------ polling
     def wait_for_task(self, task_id: str, *, timeout: float = 600.0, what: str = "ML Commons task") -> dict[str, Any]:
@@ -193,7 +244,8 @@ class MLCommonsClient:
         """
         deadline = self._clock() + timeout
         while True:
-            task = dict(self.request("GET", f"{ML}/tasks/{task_id}", None, what=f"Reading task {task_id}"))
+            path, reading = f"{ML}/tasks/{task_id}", f"Reading task {task_id}"
+            task = dict(self.send("plugins.ml.get_task", "GET", path, task_id=task_id, what=reading))
             state = str(task.get("state", ""))
             if state == "COMPLETED":
                 return task
@@ -226,8 +278,14 @@ class MLCommonsClient:
     def embed(self, model_id: str, texts: Sequence[str]) -> list[list[float]]:
         """``POST /_plugins/_ml/_predict/text_embedding/{id}``: one ``sentence_embedding`` per text."""
         body = {"text_docs": list(texts), "return_number": True, "target_response": ["sentence_embedding"]}
-        response = self.request(
-            "POST", f"{ML}/_predict/text_embedding/{model_id}", body, what=f"Embedding with {model_id}"
+        response = self.send(
+            "plugins.ml.predict",
+            "POST",
+            f"{ML}/_predict/text_embedding/{model_id}",
+            algorithm_name="text_embedding",
+            model_id=model_id,
+            body=body,
+            what=f"Embedding with {model_id}",
         )
         results = _require(response, "inference_results", "text embedding")
         return [[float(x) for x in item["output"][0]["data"]] for item in results]
@@ -235,16 +293,25 @@ class MLCommonsClient:
     def similarity(self, model_id: str, query: str, documents: Sequence[str]) -> list[float]:
         """``POST /_plugins/_ml/models/{id}/_predict`` with ``query_text``/``text_docs``: one score per document."""
         body = {"query_text": query, "text_docs": list(documents)}
-        response = self.request("POST", f"{ML}/models/{model_id}/_predict", body, what=f"Scoring with {model_id}")
+        response = self.send(
+            "plugins.ml.predict_model",
+            "POST",
+            f"{ML}/models/{model_id}/_predict",
+            model_id=model_id,
+            body=body,
+            what=f"Scoring with {model_id}",
+        )
         results = _require(response, "inference_results", "text similarity")
         return [float(item["output"][0]["data"][0]) for item in results]
 
     # ------------------------------------------------------------------ pipelines
     def put_ingest_pipeline(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("PUT", f"/_ingest/pipeline/{name}", body, what=f"Creating ingest pipeline {name!r}"))
+        path, what = f"/_ingest/pipeline/{name}", f"Creating ingest pipeline {name!r}"
+        return dict(self.send("ingest.put_pipeline", "PUT", path, id=name, body=body, what=what))
 
     def put_search_pipeline(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("PUT", f"/_search/pipeline/{name}", body, what=f"Creating search pipeline {name!r}"))
+        path, what = f"/_search/pipeline/{name}", f"Creating search pipeline {name!r}"
+        return dict(self.send("search_pipeline.put", "PUT", path, id=name, body=body, what=what))
 
 
 # ---------------------------------------------------------------------------------------------- bodies

@@ -27,7 +27,7 @@ class ModelMetadata:
     """Everything a server needs to know to run an exported model, without torch.
 
     :param kind: ``"bi-encoder"`` (embeds texts) or ``"cross-encoder"`` (scores query/document pairs).
-    :param max_length: Maximum number of tokens; longer inputs are truncated.
+    :param max_length: Maximum number of tokens; longer inputs are truncated (the *served* length).
     :param files: Precision name (``"fp32"``, ``"int8"``) → ONNX file path relative to the model directory.
     :param embedding_dim: Embedding dimension (bi-encoder only).
     :param pooling: Pooling of token embeddings: ``mean``, ``cls``, ``max`` or ``lasttoken`` (bi-encoder only).
@@ -36,7 +36,15 @@ class ModelMetadata:
     :param query_prefix: Text prepended to queries (e.g. ``"query: "`` for E5 models).
     :param document_prefix: Text prepended to documents (e.g. ``"passage: "``).
     :param source_model: Where the model was exported from.
-    :param parity: Parity figures measured against the torch model at export time.
+    :param train_max_length: Tokens per input the source model was trained with, when its folder says:
+        ``{"query": 64, "passage": 160}`` (syntriever retriever), ``{"pair": 192}`` (syntriever reranker) or
+        ``{"text": 256}`` (sentence-transformers' ``max_seq_length`` of a model trained elsewhere); empty when
+        unknown (and in files written before this field).
+    :param train_max_length_from: The source file ``train_max_length`` was read from (``train_summary.json``,
+        ``train_config.json`` or ``sentence_bert_config.json``).
+    :param parity: Parity figures measured against the torch model at export time, incl. ``long_probes`` (texts
+        truncated at ``max_length``) and, when ``train_max_length`` differs from it, ``train_length`` (the torch
+        model at its training length against the export at ``max_length``, on those texts).
     :param export: Provenance of the export (versions, opset, fused operators, timings).
     """
 
@@ -50,9 +58,19 @@ class ModelMetadata:
     query_prefix: str = ""
     document_prefix: str = ""
     source_model: str = ""
+    train_max_length: dict[str, int] = field(default_factory=dict)
+    train_max_length_from: str = ""
     parity: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    @property
+    def document_train_max_length(self) -> int | None:
+        """The training length of the documents (passages, pairs), or ``None`` when unknown."""
+        for key in ("passage", "pair", "text"):
+            if key in self.train_max_length:
+                return int(self.train_max_length[key])
+        return None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"

@@ -1,7 +1,11 @@
 """An ``InMemoryDocumentStore`` for an exported bi-encoder, saved to and loaded from one JSON file.
 
 The file is Haystack's own ``save_to_disk`` format (``InMemoryDocumentStore.load_from_disk`` reads it) plus a
-``"syntriever"`` block recording the model, so a later search can check the model before querying.
+``"syntriever"`` block recording the model, so a later search can check the model before querying. Next to it,
+``document_store.bm25/`` holds the BM25 index of its documents (what ``SyntrieverBM25Retriever`` loads).
+
+A pipeline reads the file itself through a ``SyntrieverInMemoryDocumentStore(path=...)``
+(:func:`file_document_store`): its YAML records the file, not the documents.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from haystack import Document
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 
+from haystack_integrations.document_stores.syntriever.document_store import (
+    META_KEY,
+    SyntrieverInMemoryDocumentStore,
+    in_memory_config,
+)
 from syntriever_haystack.errors import SyntrieverError
+from syntriever_haystack.runtime.bm25 import BM25Index, BM25Params, bm25_index_dir, corpus_fingerprint, indexable
 from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
-
-META_KEY = "syntriever"
 
 
 def memory_document_store(
@@ -34,6 +43,33 @@ def memory_document_store(
     """
     space = vector_space(metadata)
     return InMemoryDocumentStore(embedding_similarity_function=space.haystack_similarity, index=index, shared=shared)  # type: ignore[arg-type]
+
+
+def file_document_store(
+    metadata: ModelMetadata,
+    path: str | Path,
+    *,
+    index: str | None = None,
+    missing: Literal["error", "empty"] = "error",
+    load: bool = True,
+) -> SyntrieverInMemoryDocumentStore:
+    """A :class:`SyntrieverInMemoryDocumentStore` over the store file ``path``, its similarity fitting the model.
+
+    :param metadata: The bi-encoder's metadata.
+    :param path: The store file (a relative path resolves like a pipeline's, see ``runtime.locations``).
+    :param index: Shared in-memory index name (``None``: the file's).
+    :param missing: ``"error"`` for a query store, ``"empty"`` for an indexing store (starts empty when the file is
+        missing).
+    :param load: ``False``: do not read the file now (to build pipelines before it exists).
+    """
+    space = vector_space(metadata)
+    return SyntrieverInMemoryDocumentStore(
+        path=path,
+        missing=missing,
+        index=index,
+        embedding_similarity_function=space.haystack_similarity,  # type: ignore[arg-type]
+        load=load,
+    )
 
 
 def store_record(metadata: ModelMetadata, *, model_name: str) -> dict[str, Any]:
@@ -61,8 +97,9 @@ def save_memory_store(store: InMemoryDocumentStore, path: str | Path, record: di
     :returns: The path written.
     """
     target = Path(path).expanduser()
-    data: dict[str, Any] = store.to_dict()
-    data["documents"] = [doc.to_dict(flatten=False) for doc in store.storage.values()]
+    data: dict[str, Any] = in_memory_config(store)  # plain InMemoryDocumentStore settings: load_from_disk reads it
+    documents = list(store.storage.values())
+    data["documents"] = [doc.to_dict(flatten=False) for doc in documents]
     data[META_KEY] = record
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -72,11 +109,27 @@ def save_memory_store(store: InMemoryDocumentStore, path: str | Path, record: di
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    save_bm25_index(documents, target)
     return target
+
+
+def save_bm25_index(documents: list[Document], store_file: str | Path, params: BM25Params | None = None) -> Path:
+    """Build the BM25 index of ``documents`` (a store's, in storage order) and save it next to ``store_file``
+    (``document_store.bm25/``), where ``SyntrieverBM25Retriever`` finds it.
+
+    :returns: The index folder.
+    """
+    params = params or BM25Params()
+    _, ids, texts = indexable(documents)
+    index = BM25Index.build(texts, params)
+    return index.save(bm25_index_dir(store_file), ids=ids, fingerprint=corpus_fingerprint(ids, texts, params))
 
 
 def load_memory_store(path: str | Path) -> tuple[InMemoryDocumentStore, dict[str, Any]]:
     """Load a store file written by :func:`save_memory_store` (or by ``InMemoryDocumentStore.save_to_disk``).
+
+    The store is a :class:`SyntrieverInMemoryDocumentStore` over the file (its BM25 index is the one saved next to
+    it), on the file's shared index name: pipelines on that index within this process see its documents.
 
     :param path: The JSON file.
     :returns: The store and its ``"syntriever"`` record (empty for a plain Haystack file).
@@ -88,12 +141,8 @@ def load_memory_store(path: str | Path) -> tuple[InMemoryDocumentStore, dict[str
             f"store file {source} does not exist; build it first with `syntriever index --store memory "
             f"--store-path {source} ...`."
         )
-    try:
-        record = json.loads(source.read_text(encoding="utf-8")).get(META_KEY) or {}
-        store = InMemoryDocumentStore.load_from_disk(str(source))
-    except (OSError, ValueError) as exc:
-        raise SyntrieverError(f"cannot read the store file {source}: {exc}. Re-run `syntriever index`.") from exc
-    return store, dict(record)
+    store = SyntrieverInMemoryDocumentStore(path=source.absolute(), missing="empty")
+    return store, dict(store.record)
 
 
 def check_memory_store(
@@ -130,8 +179,10 @@ def check_memory_store(
 
 __all__ = [
     "check_memory_store",
+    "file_document_store",
     "load_memory_store",
     "memory_document_store",
+    "save_bm25_index",
     "save_memory_store",
     "store_record",
 ]

@@ -5,10 +5,18 @@
 - :func:`query_pipeline`: BM25 retriever and ``SyntrieverTextEmbedder`` → embedding retriever, fused by a
   ``DocumentJoiner`` with reciprocal rank fusion, then an optional ``SyntrieverRanker``.
 
-The retrievers follow the store: ``InMemoryBM25Retriever`` / ``InMemoryEmbeddingRetriever`` for an
-``InMemoryDocumentStore``, ``OpenSearchBM25Retriever`` / ``OpenSearchEmbeddingRetriever`` for an
-``OpenSearchDocumentStore`` (imported only then). Pipelines serialise to YAML with :func:`save_pipeline`; an
-OpenSearch store serialises its credentials as environment-variable names, never as values.
+The retrievers follow the store. For an ``InMemoryDocumentStore``: ``SyntrieverBM25Retriever`` (the evaluation's
+``bm25``: bm25s, Lucene formula, English stemming and stop words, so a report's BM25 / hybrid numbers are what is
+served) and ``InMemoryEmbeddingRetriever``. For an ``OpenSearchDocumentStore`` (imported only then):
+``OpenSearchBM25Retriever`` (OpenSearch's BM25 over the ``english`` analyzer of the index mapping: close to, not
+identical with, bm25s) and ``OpenSearchEmbeddingRetriever``. An OpenSearch store serialises its credentials as
+environment-variable names, never as values.
+
+Pipelines serialise to YAML with :func:`save_pipeline`, which writes model folders and store files inside the
+YAML folder's parent tree relative to the YAML's folder (``../models/retriever-onnx``), so a run folder can be
+moved. :func:`load_pipeline` resolves them against the YAML's folder; with plain ``Pipeline.loads(text)``, set
+``SYNTRIEVER_PIPELINE_DIR`` to the YAML's folder (or run from it). A ``SyntrieverInMemoryDocumentStore`` loads its
+store file when the pipeline is loaded, so a loaded query pipeline answers at once.
 
 Usage example:
 
@@ -35,10 +43,12 @@ from typing import Any, Literal
 from haystack import Document, Pipeline
 from haystack.components.joiners import DocumentJoiner
 from haystack.components.writers import DocumentWriter
+from haystack.core.errors import DeserializationError
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 from haystack.document_stores.types import DuplicatePolicy
 
 from syntriever_haystack.errors import ExportedModelError, SyntrieverError
+from syntriever_haystack.runtime.locations import pipeline_base, relative_to_base
 from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
 
@@ -213,9 +223,12 @@ def query_pipeline(
     bm25: Any
     dense: Any
     if kind == "memory":
-        from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
+        from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever
 
-        bm25 = InMemoryBM25Retriever(document_store=document_store, top_k=top_k_bm25)
+        from haystack_integrations.components.retrievers.syntriever import SyntrieverBM25Retriever
+
+        # the evaluation's default bm25 (runtime.bm25.BM25Params defaults): same k1, b, stemmer, stop words
+        bm25 = SyntrieverBM25Retriever(document_store=document_store, top_k=top_k_bm25)
         dense = InMemoryEmbeddingRetriever(document_store=document_store, top_k=top_k_dense)
     else:
         from haystack_integrations.components.retrievers.opensearch import (
@@ -268,33 +281,75 @@ def run_query(pipeline: Pipeline, query: str, *, filters: dict[str, Any] | None 
     return list(result[last]["documents"])
 
 
+# Path-valued init parameters of our components, by class name: written relative to the YAML by save_pipeline.
+_PATH_PARAMETERS = {
+    "SyntrieverTextEmbedder": ("model",),
+    "SyntrieverDocumentEmbedder": ("model",),
+    "SyntrieverRanker": ("model",),
+    "SyntrieverBM25Retriever": ("index_path",),
+    "SyntrieverInMemoryDocumentStore": ("path",),
+}
+
+
+def _relocatable(value: Any, folder: Path) -> Any:
+    """``value`` (a serialised pipeline part) with our components' paths written relative to ``folder``."""
+    if isinstance(value, list):
+        return [_relocatable(v, folder) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _relocatable(v, folder) for k, v in value.items()}
+    keys = _PATH_PARAMETERS.get(str(out.get("type", "")).rpartition(".")[2], ())
+    params = out.get("init_parameters")
+    if keys and isinstance(params, dict):
+        out["init_parameters"] = {
+            k: relative_to_base(v, folder) if k in keys and isinstance(v, str) else v for k, v in params.items()
+        }
+    return out
+
+
 def save_pipeline(pipeline: Pipeline, path: str | Path) -> Path:
-    """Write ``pipeline`` as YAML (``Pipeline.dumps``).
+    """Write ``pipeline`` as YAML (``Pipeline.dumps``), model folders and store files relative to the YAML's folder.
+
+    A path of a Syntriever component or store inside the YAML folder's parent tree is written relative to the YAML's
+    folder (``runs/x/models/retriever-onnx`` in ``runs/x/pipelines/query.yaml`` becomes ``../models/retriever-onnx``)
+    so the run folder can move; other paths stay as they are.
 
     :param pipeline: The pipeline.
     :param path: The file to write (parent folders are created).
     :returns: The path written.
     """
+    from haystack.marshal import YamlMarshaller
+
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(pipeline.dumps(), encoding="utf-8")
+    data = _relocatable(pipeline.to_dict(), target.parent)
+    target.write_text(YamlMarshaller().marshal(data), encoding="utf-8")
     return target
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
     """Read a pipeline written by :func:`save_pipeline` (``Pipeline.loads``, Haystack's default module allow-list).
 
-    An ``InMemoryDocumentStore`` comes back with its configuration, not its documents: load the store file
-    first (:func:`~syntriever_haystack.serve.memory_store.load_memory_store`); stores with the same index name
-    share documents within a process.
+    Relative paths in it resolve against the YAML's folder. A ``SyntrieverInMemoryDocumentStore`` loads its store
+    file now (an error names the fix when it is missing or empty); a plain ``InMemoryDocumentStore`` comes back with
+    its configuration, not its documents (load the store file first with
+    :func:`~syntriever_haystack.serve.memory_store.load_memory_store`: stores with the same index name share
+    documents within a process).
 
     :param path: The YAML file.
-    :raises SyntrieverError: The file does not exist.
+    :raises SyntrieverError: The file does not exist, or its store file is missing or empty.
     """
     source = Path(path).expanduser()
     if not source.is_file():
         raise SyntrieverError(f"pipeline file {source} does not exist.")
-    return Pipeline.loads(source.read_text(encoding="utf-8"))
+    with pipeline_base(source.parent):
+        try:
+            return Pipeline.loads(source.read_text(encoding="utf-8"))
+        except DeserializationError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, SyntrieverError):  # e.g. a missing store file: its message names the fix
+                raise SyntrieverError(f"cannot load {source}: {cause}") from cause
+            raise
 
 
 __all__ = [

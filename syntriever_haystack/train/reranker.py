@@ -229,6 +229,7 @@ def train_reranker(config: RerankerTrainingConfig) -> dict[str, Any]:
         "output": str(output),
         "loss": "lce",
         "group_size": config.group_size,
+        "max_length": {"pair": config.max_length},  # tokens of query + passage; read by export
         "train_examples": len(train),
         "dev_groups": len(dev.groups) if dev else 0,
         "steps": history["steps"][-1]["step"] if history["steps"] else 0,

@@ -336,6 +336,7 @@ def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
         "stage": config.stage,
         "loss": config.resolved_loss(),
         "gold_only": config.gold_only,
+        "max_length": {"query": config.query_max_length, "passage": config.passage_max_length},  # read by export
         "train_examples": len(train),
         "dev_queries": len(dev.queries) if dev else 0,
         "steps": history["steps"][-1]["step"] if history["steps"] else 0,

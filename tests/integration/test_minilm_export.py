@@ -41,6 +41,11 @@ def test_minilm_export_parity_and_metadata(minilm_onnx: Path) -> None:
     )
     assert meta.parity["fp32"]["min_cosine"] >= 0.9999
     assert meta.parity["int8"]["mean_cosine"] >= 0.99
+    long = meta.parity["long_probes"]  # texts cut at 256 tokens, gated with the others
+    assert long["max_length"] == 256
+    assert long["fp32"]["min_cosine"] >= 0.9999
+    assert (meta.train_max_length, meta.train_max_length_from) == ({"text": 256}, "sentence_bert_config.json")
+    assert "train_length" not in meta.parity
     fused = meta.export["fused_operators"]
     assert fused.get("Attention") == 6
     assert fused.get("SkipLayerNormalization") == 12

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+import socket
 import subprocess
 import textwrap
 from pathlib import Path
@@ -28,7 +28,8 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "docker-compose.yml"
 COMPOSE_DEV = DOCKER / "docker-compose.dev.yml"
 DOCKERFILE = DOCKER / "serving" / "Dockerfile"
-PIPELINES = DOCKER / "serving" / "pipelines"
+# The wrapper ships inside the package; the image links /app/pipelines to this folder, `syntriever serve` serves it.
+PIPELINES = ROOT / "syntriever_haystack" / "serve" / "hayhooks" / "pipelines"
 WRAPPER = PIPELINES / "search" / "pipeline_wrapper.py"
 CHECK_SCRIPT = DOCKER / "serving" / "check_torch_free.py"
 LOCALHOST_PORT = re.compile(r"^127\.0\.0\.1:(?:\d+|\$\{\w+:-\d+\}):\d+$")
@@ -86,11 +87,11 @@ def test_serving_waits_for_healthy_opensearch_and_mounts_models_read_only(path: 
     assert serving["depends_on"] == {"opensearch": {"condition": "service_healthy"}}
     assert serving["build"] == {"context": "..", "dockerfile": "docker/serving/Dockerfile"}
     assert (path.parent / serving["build"]["context"] / serving["build"]["dockerfile"]).resolve() == DOCKERFILE
-    assert any(volume.endswith(":/models:ro") for volume in serving["volumes"]), serving["volumes"]
+    assert any(volume.endswith(":/app/run:ro") for volume in serving["volumes"]), serving["volumes"]
     env = serving["environment"]
-    assert env["OPENSEARCH_URL"].endswith("://opensearch:9200")
-    assert env["SYNTRIEVER_EMBEDDER"].startswith("/models/")
-    assert "SYNTRIEVER_RANKER" in env
+    assert env["SYNTRIEVER_RUN"] == "/app/run"
+    assert env["SYNTRIEVER_PIPELINE"] == "pipelines/${SERVING_PIPELINE:-query}.yaml"  # relative to SYNTRIEVER_RUN
+    assert not any(key in env for key in ("SYNTRIEVER_EMBEDDER", "SYNTRIEVER_RANKER", "OPENSEARCH_URL"))
     assert "status/search" in " ".join(serving["healthcheck"]["test"])
     assert serving["read_only"] is True
     assert serving["cap_drop"] == ["ALL"]
@@ -142,7 +143,7 @@ def test_secure_compose_requires_an_admin_password_and_hardcodes_none() -> None:
     # The health check reads the password inside the container ($$ stops Compose from interpolating it).
     assert "$${OPENSEARCH_INITIAL_ADMIN_PASSWORD}" in " ".join(services["opensearch"]["healthcheck"]["test"])
     assert "https://localhost:9200" in " ".join(services["opensearch"]["healthcheck"]["test"])
-    assert services["serving"]["environment"]["OPENSEARCH_URL"].startswith("https://")
+    assert "https://opensearch:9200" in text  # the address the serving YAML is written for (a comment)
     assert json.loads(services["dashboards"]["environment"]["OPENSEARCH_HOSTS"]) == ["https://opensearch:9200"]
     assert "admin:admin" not in text
 
@@ -201,8 +202,20 @@ def test_dockerfile_is_multistage_pinned_non_root_and_torch_free() -> None:
     assert not any(re.search(r"torch|transformers|\[(all|train|export|llm-local)", r) for r in installs)
     assert any("check_torch_free.py" in r for r in runs), "no build-time torch check"
     env = " ".join(a for k, a in instructions[runtime:] if k == "ENV")
-    for setting in ("HAYHOOKS_PIPELINES_DIR=/app/pipelines", "HAYHOOKS_DURABLE_MODE=true", "HAYHOOKS_HOST=0.0.0.0"):
+    for setting in (
+        "HAYHOOKS_PIPELINES_DIR=/app/pipelines",
+        "HAYHOOKS_DURABLE_MODE=true",
+        "HAYHOOKS_HOST=0.0.0.0",
+        "SYNTRIEVER_RUN=/app/run",
+    ):
         assert setting in env
+    assert "SYNTRIEVER_EMBEDDER" not in env
+    # /app/pipelines is the installed package's wrapper folder, linked (the same file `syntriever serve` serves)
+    link = [a for k, a in instructions[runtime:] if k == "RUN" and "/app/pipelines" in a]
+    assert link, "no RUN links /app/pipelines"
+    assert "ln -s" in link[0], link
+    assert "serve.hayhooks import PIPELINES_DIR" in link[0], link
+    assert not any("docker/serving/pipelines" in a for k, a in instructions if k == "COPY")
     assert [a for k, a in instructions if k == "CMD"][-1] == '["hayhooks", "run"]'
     healthcheck = [a for k, a in instructions if k == "HEALTHCHECK"]
     assert "/status/search" in healthcheck[-1]
@@ -270,18 +283,16 @@ def test_serve_extra_is_hayhooks_plus_opensearch_without_torch() -> None:
 
 
 @pytest.fixture(scope="module")
-def store_file(exported_bi_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An in-memory store file, written as `syntriever index --store memory --store-path FILE` writes it."""
-    from syntriever_haystack.runtime.metadata import ModelMetadata
-    from syntriever_haystack.serve.memory_store import memory_document_store, save_memory_store, store_record
-    from syntriever_haystack.serve.pipelines import indexing_inputs, indexing_pipeline
+def run_folder(
+    exported_bi_encoder: Path, exported_cross_encoder: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A run folder as `syntriever quickstart` writes it (models/, data/document_store.json, pipelines/*.yaml)."""
+    from tests.support.serving_run import build_run_folder
 
-    metadata = ModelMetadata.load(exported_bi_encoder)
-    store = memory_document_store(metadata, index="docker-assets")
-    indexing = indexing_pipeline(store, exported_bi_encoder, split_by=None)
-    indexing.run(indexing_inputs(indexing, [Document(content=text, meta={"title": t}) for t, text in DOCS]))
-    path = tmp_path_factory.mktemp("store") / "store.json"
-    return save_memory_store(store, path, store_record(metadata, model_name=str(exported_bi_encoder)))
+    documents = [Document(content=text, meta={"title": t}) for t, text in DOCS]
+    return build_run_folder(
+        tmp_path_factory.mktemp("docker-run") / "run", exported_bi_encoder, exported_cross_encoder, documents
+    )
 
 
 def _child(code: str, env: dict[str, str], cwd: Path) -> dict[str, Any]:
@@ -308,7 +319,7 @@ def test_build_check_script_passes_without_torch(subprocess_env: dict[str, str],
     pytest.importorskip("hayhooks", reason="the serving image installs hayhooks (the `serve` extra)")
     code = f"""
         import json, runpy, sys
-        sys.argv = ["check", "--skip-distribution-check", "--wrapper", {str(WRAPPER)!r}]
+        sys.argv = ["check", "--skip-distribution-check"]  # the wrapper: the installed package's (WRAPPER)
         try:
             runpy.run_path({str(CHECK_SCRIPT)!r}, run_name="__main__")
         except SystemExit as exit:
@@ -319,21 +330,12 @@ def test_build_check_script_passes_without_torch(subprocess_env: dict[str, str],
 
 @pytest.mark.parametrize("rerank", [True, False], ids=["rerank", "no-ranker"])
 def test_wrapper_runs_in_process_without_torch(
-    exported_bi_encoder: Path,
-    exported_cross_encoder: Path,
-    store_file: Path,
-    subprocess_env: dict[str, str],
-    tmp_path: Path,
-    rerank: bool,
+    run_folder: Path, subprocess_env: dict[str, str], tmp_path: Path, rerank: bool
 ) -> None:
     pytest.importorskip("hayhooks", reason="the serving image installs hayhooks (the `serve` extra)")
-    env = _serving_env(
-        subprocess_env,
-        tmp_path,
-        SYNTRIEVER_EMBEDDER=str(exported_bi_encoder),
-        SYNTRIEVER_RANKER=str(exported_cross_encoder) if rerank else "",
-        SYNTRIEVER_DOCUMENTS=str(store_file),
-    )
+    env = _serving_env(subprocess_env, tmp_path, SYNTRIEVER_RUN=str(run_folder))
+    if rerank:
+        env["SYNTRIEVER_PIPELINE"] = "pipelines/query-rerank.yaml"
     code = f"""
         import importlib.util, json, sys
         spec = importlib.util.spec_from_file_location("pipeline_wrapper", {str(WRAPPER)!r})
@@ -357,44 +359,52 @@ def test_wrapper_runs_in_process_without_torch(
     assert {hit["meta"]["title"] for hit in hits} <= {title for title, _ in DOCS}
 
 
-def test_wrapper_refuses_to_start_without_a_store(
-    exported_bi_encoder: Path, subprocess_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_wrapper_refuses_to_start_without_a_pipeline(subprocess_env: dict[str, str], tmp_path: Path) -> None:
     pytest.importorskip("hayhooks", reason="the serving image installs hayhooks (the `serve` extra)")
-    env = _serving_env(subprocess_env, tmp_path, SYNTRIEVER_EMBEDDER=str(exported_bi_encoder))
     code = f"""
         import importlib.util, json
         spec = importlib.util.spec_from_file_location("pipeline_wrapper", {str(WRAPPER)!r})
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        try:
-            module.PipelineWrapper().setup()
-            print(json.dumps({{"error": None}}))
-        except RuntimeError as exc:
-            print(json.dumps({{"error": str(exc)}}))
+        errors = []
+        for run in (None, {str(tmp_path / "missing")!r}):
+            if run:
+                import os
+                os.environ["SYNTRIEVER_RUN"] = run
+            try:
+                module.PipelineWrapper().setup()
+                errors.append(None)
+            except Exception as exc:
+                errors.append(f"{{type(exc).__name__}}: {{exc}}")
+        print(json.dumps({{"errors": errors}}))
         """
-    assert "OPENSEARCH_URL" in _child(code, env, tmp_path)["error"]
+    unset, missing = _child(code, _serving_env(subprocess_env, tmp_path), tmp_path)["errors"]
+    assert "SYNTRIEVER_RUN" in unset
+    assert "SYNTRIEVER_PIPELINE" in unset
+    assert "missing/pipelines/query.yaml" in missing
 
 
 @pytest.mark.loopback
 def test_wrapper_fails_start_up_when_opensearch_is_unreachable(
     exported_bi_encoder: Path, subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The OpenSearch branch (connection from the environment, index check) runs at start-up, not on a query."""
+    """An OpenSearch query.yaml (store and env-var secrets in the YAML): the cluster is probed at start-up."""
     pytest.importorskip("hayhooks", reason="the serving image installs hayhooks (the `serve` extra)")
-    import socket
+    from syntriever_haystack.opensearch.connection import OpenSearchConnection
+    from syntriever_haystack.opensearch.store import opensearch_document_store
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+    from syntriever_haystack.serve.pipelines import query_pipeline, save_pipeline
 
     with socket.socket() as probe:  # a free loopback port: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = _serving_env(
-        subprocess_env,
-        tmp_path,
-        SYNTRIEVER_EMBEDDER=str(exported_bi_encoder),
-        OPENSEARCH_URL=f"http://127.0.0.1:{port}",
-        OPENSEARCH_VERIFY_CERTS="false",
-        SYNTRIEVER_INDEX="docker-assets",
+    connection = OpenSearchConnection(url=f"http://127.0.0.1:{port}", verify_certs=False)
+    store = opensearch_document_store(
+        connection, "docker-assets", ModelMetadata.load(exported_bi_encoder), ensure=False
     )
+    yaml_path = save_pipeline(query_pipeline(store, exported_bi_encoder), tmp_path / "os" / "query.yaml")
+    assert "OPENSEARCH_PASSWORD" in yaml_path.read_text(encoding="utf-8")
+    env = _serving_env(subprocess_env, tmp_path, SYNTRIEVER_PIPELINE=str(yaml_path))
     code = f"""
         import importlib.util, json
         spec = importlib.util.spec_from_file_location("pipeline_wrapper", {str(WRAPPER)!r})
@@ -412,26 +422,21 @@ def test_wrapper_fails_start_up_when_opensearch_is_unreachable(
 
 
 def test_hayhooks_serves_the_wrapper_as_the_image_runs_it(
-    exported_bi_encoder: Path,
-    exported_cross_encoder: Path,
-    store_file: Path,
-    subprocess_env: dict[str, str],
-    tmp_path: Path,
+    run_folder: Path, subprocess_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Hayhooks' own app (create_app, as `hayhooks run` builds it) with the image's settings, via TestClient."""
     pytest.importorskip("hayhooks", reason="the serving image installs hayhooks (the `serve` extra)")
-    pipelines = shutil.copytree(PIPELINES, tmp_path / "pipelines")
     env = _serving_env(
         subprocess_env,
         tmp_path,
-        HAYHOOKS_PIPELINES_DIR=str(pipelines),
+        HAYHOOKS_PIPELINES_DIR=str(PIPELINES),  # as /app/pipelines links to it in the image
         HAYHOOKS_DURABLE_MODE="true",
         HAYHOOKS_TRACING_ENABLED="false",
         HAYHOOKS_TRACING_INCLUDE_HAYSTACK_SPANS="false",
         HAYHOOKS_HOST="0.0.0.0",
-        SYNTRIEVER_EMBEDDER=str(exported_bi_encoder),
-        SYNTRIEVER_RANKER=str(exported_cross_encoder),
-        SYNTRIEVER_DOCUMENTS=str(store_file),
+        HAYHOOKS_MONITORING_ENABLED="false",
+        SYNTRIEVER_RUN=str(run_folder),
+        SYNTRIEVER_PIPELINE="pipelines/query-rerank.yaml",
     )
     code = """
         import json, sys
@@ -443,10 +448,11 @@ def test_hayhooks_serves_the_wrapper_as_the_image_runs_it(
             one = client.get("/status/search").status_code
             run = client.post("/search/run", json={"query": "heart attack aspirin", "top_k": 2})
             bad = client.post("/search/run", json={"query": "heart", "top_k": 0}).status_code
+            extra = client.post("/search/run", json={"query": "heart", "filter": {}}).status_code
             deploy = client.post("/deploy_files", json={"name": "x", "files": {"pipeline_wrapper.py": "import os"}})
             paths = sorted(client.get("/openapi.json").json()["paths"])
         print(json.dumps({"pipelines": status["pipelines"], "one": one, "run": run.status_code,
-                          "result": run.json().get("result"), "bad": bad, "deploy": deploy.status_code,
+                          "result": run.json().get("result"), "bad": bad, "extra": extra, "deploy": deploy.status_code,
                           "paths": paths, "torch": "torch" in sys.modules}))
         """
     out = _child(code, env, tmp_path)
@@ -456,6 +462,7 @@ def test_hayhooks_serves_the_wrapper_as_the_image_runs_it(
     assert len(out["result"]) == 2
     assert out["result"][0]["score"] >= out["result"][1]["score"]
     assert out["bad"] == 422  # top_k outside 1..100
+    assert out["extra"] == 422  # an unknown field
     assert out["deploy"] in (404, 405)  # no code-upload routes in the image's mode
     assert "/search/run" in out["paths"]
     assert not any(path.startswith(("/deploy", "/undeploy")) for path in out["paths"])

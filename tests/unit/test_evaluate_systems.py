@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -80,13 +81,18 @@ def test_parse_system_specs() -> None:
         "dense:models/x?precision=int8",
         "dense:models/x?precision=int8+rerank:models/ce?top_k=50",
     ]
-    hybrid = parse_system("hybrid:models/x?k=10&precision=int8")
-    assert hybrid.first_stage.options == {"k": "10"}
+    hybrid = parse_system("hybrid:models/x?k=60&precision=int8")
+    assert hybrid.first_stage.options == {"k": "60"}
     assert hybrid.first_stage.inner is not None
     assert hybrid.first_stage.inner.options == {"precision": "int8"}
     st_hybrid = parse_system("hybrid:st:all-MiniLM-L6-v2")
     assert st_hybrid.first_stage.inner is not None
     assert st_hybrid.first_stage.inner.kind == "st"
+    pipeline = parse_system("pipeline:runs/x/pipelines/query.yaml?top_k=100+rerank:models/ce?top_k=20")
+    assert (pipeline.first_stage.kind, pipeline.first_stage.target) == ("pipeline", "runs/x/pipelines/query.yaml")
+    assert pipeline.first_stage.int_option("top_k") == 100
+    assert pipeline.rerankers[0].target == "models/ce"
+    assert pipeline.prefixes()[0] == "pipeline:runs/x/pipelines/query.yaml?top_k=100"
 
 
 @pytest.mark.parametrize(
@@ -99,6 +105,11 @@ def test_parse_system_specs() -> None:
         ("dense:x?precision", "bad parameter 'precision'"),
         ("bm25+rerank:", "needs an exported ranker folder"),
         ("bm25+rerank:ce?temperature=2", "unknown parameter 'temperature' for rerank"),
+        ("hybrid:x?k=10", "DocumentJoiner .* fixed at k=60"),
+        ("pipeline:", "cannot parse system"),
+        ("pipeline:?top_k=3", "needs the query pipeline's YAML"),
+        ("pipeline:q.yaml?top_k=0", "must be a positive integer"),
+        ("pipeline:q.yaml?depth=3", "unknown parameter 'depth' for pipeline"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(spec: str, message: str) -> None:
@@ -116,6 +127,8 @@ def test_check_system_catches_wrong_kind_and_missing_folder(
         check_system(parse_system(f"bm25+rerank:{exported_bi_encoder}"))
     with pytest.raises(ValueError, match="syntriever export"):
         check_system(parse_system(f"dense:{tmp_path / 'missing'}"))
+    with pytest.raises(SystemSpecError, match=r"pipeline file .*missing\.yaml .* does not exist"):
+        check_system(parse_system(f"pipeline:{tmp_path / 'missing.yaml'}"))
 
 
 # --------------------------------------------------------------------------- search and fusion
@@ -135,12 +148,60 @@ def test_top_k_search_equals_brute_force() -> None:
 
 
 def test_reciprocal_rank_fusion_by_hand() -> None:
+    """Haystack's DocumentJoiner RRF: Σ 1/(61 + rank0) × 61 / len(runs); equal scores keep their arrival order."""
     a = {"q": {"x": 3.0, "y": 2.0, "z": 1.0}}
     b = {"q": {"y": 9.0, "w": 5.0}}
     fused = reciprocal_rank_fusion([a, b], k=60, depth=3)["q"]
-    assert fused["y"] == pytest.approx(1 / 62 + 1 / 61)
-    assert fused["x"] == pytest.approx(1 / 61)
+    assert fused["y"] == pytest.approx((1 / 62 + 1 / 61) * 61 / 2)
+    assert fused["x"] == pytest.approx(0.5)
     assert list(fused) == ["y", "x", "w"]  # z (1/63) falls below the depth
+    assert fused["w"] < fused["x"]  # a tie (both 1/62), ranked in arrival order: the first run's document first
+    with pytest.raises(SystemSpecError, match="fixes k=60"):
+        reciprocal_rank_fusion([a, b], k=10)
+
+
+def _random_run(rng: random.Random, pool: list[str], n: int, *, ties: bool) -> dict[str, float]:
+    docs = rng.sample(pool, n)
+    return {d: float(rng.randint(0, 3)) if ties else rng.random() for d in docs}
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fusion_equals_haystacks_document_joiner(seed: int) -> None:
+    """For random ranked lists (with tied input scores and many tied fused scores), the evaluation's fused ranking
+    is DocumentJoiner(join_mode="reciprocal_rank_fusion")'s, document for document."""
+    from haystack import Document
+    from haystack.components.joiners import DocumentJoiner
+
+    from syntriever_haystack.evaluate.metrics import rank_documents
+
+    rng = random.Random(seed)
+    pool = [f"d{i}" for i in range(60)]
+    queries = [f"q{i}" for i in range(40)]
+    bm25 = {q: _random_run(rng, pool, rng.randint(0, 30), ties=True) for q in queries}
+    dense = {q: _random_run(rng, pool, rng.randint(1, 30), ties=False) for q in queries[:-3]}  # 3 queries: nothing
+    depth = rng.choice([5, 20, 100])
+    fused = reciprocal_rank_fusion([bm25, dense], depth=depth)
+    joiner = DocumentJoiner(join_mode="reciprocal_rank_fusion", top_k=depth)
+    tied = 0
+    for q in queries:
+        lists = [[Document(id=d, score=s) for d, s in rank_documents(run.get(q, {}))] for run in (bm25, dense)]
+        expected = joiner.run(documents=lists)["documents"]
+        assert [d for d, _ in rank_documents(fused[q])] == [d.id for d in expected], q
+        assert [fused[q][d.id] for d in expected] == pytest.approx([d.score for d in expected], rel=1e-12)
+        tied += len(expected) - len({d.score for d in expected})
+    assert tied > 0  # the tie order was exercised
+
+
+def test_ranked_scores_keep_the_list_order() -> None:
+    from syntriever_haystack.evaluate.metrics import rank_documents
+    from syntriever_haystack.evaluate.search import ranked_scores
+
+    ranked = [("a", 0.5), ("z", 0.5), ("b", 0.5), ("c", None), ("a", 0.1), ("d", 0.2)]
+    scores = ranked_scores(ranked)
+    assert [d for d, _ in rank_documents(scores)] == ["a", "z", "b", "c", "d"]  # not z first by the id tie-break
+    assert scores["a"] == 0.5
+    assert scores["z"] == pytest.approx(0.5)
+    assert scores["d"] < scores["c"]
 
 
 # --------------------------------------------------------------------------- the runner
@@ -346,3 +407,94 @@ def test_reranker_scores_each_pair_once_across_systems(
     dense_run = report.system(f"dense:{exported_bi_encoder}").run
     dense_pairs = {(q, d) for q, docs in dense_run.items() for d in sorted(docs, key=lambda d: -docs[d])[:4]}
     assert len(scored) == len(bm25_pairs | dense_pairs) < len(bm25_pairs) + len(dense_pairs)
+
+
+# --------------------------------------------------------------------------- saved pipelines (pipeline:PATH)
+
+
+def _saved_query_pipeline(dataset_dir: Path, bi_encoder: Path, folder: Path, *, top_k: int = 3) -> Path:
+    """The tiny corpus indexed (BEIR ids, title + text) into a shared in-memory store; its query pipeline saved."""
+    import uuid
+
+    from haystack import Document
+
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+    from syntriever_haystack.serve.memory_store import memory_document_store
+    from syntriever_haystack.serve.pipelines import indexing_inputs, indexing_pipeline, query_pipeline, save_pipeline
+
+    dataset = load_beir(dataset_dir, "test")
+    store = memory_document_store(ModelMetadata.load(bi_encoder), index=f"eval-pipeline-{uuid.uuid4().hex[:8]}")
+    documents = [
+        Document(id=d, content=t) for d, t in zip(dataset.doc_ids, dataset.doc_texts(include_title=True), strict=True)
+    ]
+    indexing = indexing_pipeline(store, bi_encoder, split_by=None)
+    indexing.run(indexing_inputs(indexing, documents))
+    return save_pipeline(query_pipeline(store, bi_encoder, top_k=top_k), folder / "query.yaml")
+
+
+def _trec_rankings(path: Path) -> dict[str, list[str]]:
+    rows: dict[str, list[tuple[int, str]]] = {}
+    for line in path.read_text().splitlines():
+        query_id, _, doc_id, rank, *_ = line.split()
+        rows.setdefault(query_id, []).append((int(rank), doc_id))
+    return {q: [d for _, d in sorted(ranked)] for q, ranked in rows.items()}
+
+
+def test_cli_evaluates_a_saved_pipeline(
+    tiny_dataset: Path, exported_bi_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`syntriever evaluate --system pipeline:PATH`: the run is the saved pipeline's answers, query by query."""
+    from syntriever_haystack.evaluate.report import slug
+    from syntriever_haystack.serve.pipelines import load_pipeline, run_query
+
+    path = _saved_query_pipeline(tiny_dataset, exported_bi_encoder, tmp_path / "pipelines")
+    deep, saved = f"pipeline:{path}?top_k=8", f"pipeline:{path}"
+    out = tmp_path / "summary.json"
+    code = cli_main(
+        [
+            "evaluate", "--dataset", str(tiny_dataset), "--split", "test", "--system", deep, "--system", saved,
+            "--metric", "nDCG@10", "--metric", "R@100", "--json", str(out), "--output-dir", str(tmp_path / "report"),
+            "--no-cache", "--quiet",
+        ]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(out.read_text())
+    assert list(summary) == [deep, saved]
+    assert summary[deep]["nDCG@10"] > 0.5
+    assert f"`{deep} (baseline)`" in capsys.readouterr().out
+    runs = {spec: _trec_rankings(tmp_path / "report" / "runs" / f"{slug(spec)}.trec") for spec in (deep, saved)}
+    dataset = load_beir(tiny_dataset, "test")
+    pipeline = load_pipeline(path)  # as a user loads it: answers top_k=3
+    for query_id, query in dataset.queries.items():
+        answer = [document.id for document in run_query(pipeline, query)]
+        assert runs[saved].get(query_id, []) == answer, query_id
+        assert runs[deep].get(query_id, [])[: len(answer)] == answer  # a raised top_k keeps the order
+        assert len(runs[deep].get(query_id, [])) <= 8
+
+
+def test_a_pipeline_system_needs_a_runner(
+    tiny_dataset: Path, exported_bi_encoder: Path, exported_cross_encoder: Path, tmp_path: Path
+) -> None:
+    from syntriever_haystack.evaluate import SystemRunner
+    from syntriever_haystack.flow.evaluation import saved_pipeline_runner
+
+    path = _saved_query_pipeline(tiny_dataset, exported_bi_encoder, tmp_path)
+    dataset = load_beir(tiny_dataset, "test")
+    with pytest.raises(SystemSpecError, match=r"pass pipeline_runner=.*saved_pipeline_runner"):
+        evaluate_systems(dataset, ["bm25", f"pipeline:{path}"], progress=False)
+    with pytest.raises(SystemSpecError, match="pipeline_runner="):
+        SystemRunner(dataset, progress=False).run(parse_system(f"pipeline:{path}"))
+    calls: list[tuple[str, int | None]] = []
+
+    def runner(target: str, *, top_k: int | None = None) -> Any:
+        calls.append((target, top_k))
+        return saved_pipeline_runner(target, top_k=top_k)
+
+    first, reranked = f"pipeline:{path}?top_k=5", f"pipeline:{path}?top_k=5+rerank:{exported_cross_encoder}?top_k=2"
+    report = evaluate_systems(dataset, [first, reranked], progress=False, pipeline_runner=runner)
+    assert calls == [(str(path), 5)]  # loaded once, shared by both systems
+    for query_id, docs in report.system(first).run.items():
+        assert len(docs) <= 5
+        after = report.system(reranked).run[query_id]
+        assert set(after) == set(docs)
+        assert sorted(after, key=lambda d: -after[d])[2:] == sorted(docs, key=lambda d: -docs[d])[2:]

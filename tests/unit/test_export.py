@@ -10,7 +10,8 @@ import pytest
 
 from syntriever_haystack.cli import main
 from syntriever_haystack.errors import ExportError
-from syntriever_haystack.export import export_model
+from syntriever_haystack.export import export_model, format_report, parity
+from syntriever_haystack.export.exporter import length_summary
 from syntriever_haystack.export.parity import spearman
 from syntriever_haystack.export.source import inspect_source
 from syntriever_haystack.runtime.metadata import ModelMetadata
@@ -187,7 +188,13 @@ def test_cli_export_writes_and_reports(
     assert "parity against torch" in capsys.readouterr().out
     assert ModelMetadata.load(tmp_path / "m").max_length == 32
     assert main(["info", str(tmp_path / "m")]) == 0
-    assert '"kind": "bi-encoder"' in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert '"kind": "bi-encoder"' in printed.out
+    info = json.loads(printed.out)  # stdout stays the JSON file; the lengths in words go to stderr
+    assert info["parity"]["train_length"]["train_max_length"] == 64  # saved at 64, served at 32
+    assert info["parity"]["long_probes"]["max_length"] == 32
+    assert "max length: served at 32 tokens; the source was saved with max_seq_length 64" in printed.err
+    assert "torch at its saved length 64 vs export at 32 tokens" in printed.err
 
 
 def test_cli_embed_and_rerank(
@@ -221,3 +228,72 @@ def test_cli_export_resolves_offline_model_names(
     monkeypatch.setitem(models._OFFLINE_PACKAGES, "tiny-offline-model", ("fake_offline_model", "get_model_path"))
     assert main(["export", "tiny-offline-model", str(tmp_path / "m"), "--max-length", "32", "--no-int8"]) == 0
     assert (tmp_path / "m" / "onnx" / "model.onnx").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- lengths
+def test_long_probes_are_cut_at_the_max_length() -> None:
+    texts = parity.long_probes(parity.PROBE_TEXTS, 256)
+    assert len(texts) == parity.LONG_PROBES
+    assert len(set(texts)) == len(texts)
+    assert all(len(t.split()) > 256 for t in texts)  # more words than tokens allowed: every one is truncated
+    pairs = parity.long_probe_pairs(parity.probe_pairs(), 32)
+    assert len(pairs) == parity.LONG_PROBE_QUERIES * parity.LONG_PROBES
+    assert all(len(p.split()) > 32 for _, p in pairs)
+
+
+def test_export_records_lengths_and_long_probe_parity(exported_bi_encoder: Path, exported_cross_encoder: Path) -> None:
+    meta = ModelMetadata.load(exported_bi_encoder)
+    assert (meta.max_length, meta.train_max_length, meta.train_max_length_from) == (
+        64,
+        {"text": 64},
+        "sentence_bert_config.json",
+    )
+    long = meta.parity["long_probes"]
+    assert (long["max_length"], long["probes"]) == (64, parity.LONG_PROBES)
+    assert long["fp32"]["min_cosine"] >= 0.9999
+    assert long["int8"]["mean_cosine"] >= 0.99
+    assert meta.parity["probes"] == len(parity.PROBE_TEXTS) + parity.LONG_PROBES  # gated with the others
+    assert "train_length" not in meta.parity  # served at the length it was saved with
+    ce = ModelMetadata.load(exported_cross_encoder)
+    assert ce.train_max_length == {}  # a plain HF cross-encoder says nothing about its training
+    assert ce.parity["long_probes"]["probes"] == parity.LONG_PROBE_QUERIES * parity.LONG_PROBES
+    assert ce.parity["long_probes"]["fp32"]["spearman"] >= 0.99
+
+
+def test_export_compares_the_training_length(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    """Trained at 24 tokens, served at 64: the agreement on texts longer than both is measured, not gated."""
+    src = tmp_path / "trained"
+    shutil.copytree(tiny_bi_encoder, src)
+    (src / "train_summary.json").write_text(json.dumps({"max_length": {"query": 16, "passage": 24}}))
+    meta = export_model(src, tmp_path / "out", max_length=64, int8=False).metadata
+    assert (meta.train_max_length, meta.train_max_length_from) == ({"query": 16, "passage": 24}, "train_summary.json")
+    train = meta.parity["train_length"]
+    assert (train["train_max_length"], train["served_max_length"], train["gated"]) == (24, 64, False)
+    assert train["probes"] == parity.LONG_PROBES
+    assert 0 < train["fp32"]["mean_cosine"] < 0.9999  # a different cut: not the same embedding
+    assert ModelMetadata.load(tmp_path / "out").parity["train_length"] == train
+    lines = format_report(export_model(src, tmp_path / "out", max_length=64, int8=False, force=True))
+    assert "served at 64 tokens; trained at query 16, passage 24 tokens (train_summary.json)" in lines
+    assert "torch at its training length 24 vs export at 64 tokens" in lines
+
+
+def test_source_reads_training_lengths(tiny_bi_encoder: Path, tiny_cross_encoder: Path, tmp_path: Path) -> None:
+    bi = tmp_path / "bi"
+    shutil.copytree(tiny_bi_encoder, bi)
+    (bi / "train_config.json").write_text(json.dumps({"query_max_length": 32, "passage_max_length": 48}))
+    info = inspect_source(bi, max_length=64)
+    assert (info.train_max_length, info.train_max_length_from) == ({"query": 32, "passage": 48}, "train_config.json")
+    assert (info.document_train_max_length, info.max_length) == (48, 64)
+    (bi / "train_summary.json").write_text(json.dumps({"max_length": {"query": 16, "passage": 40}}))
+    assert inspect_source(bi).train_max_length == {"query": 16, "passage": 40}  # the summary wins
+    ce = tmp_path / "ce"
+    shutil.copytree(tiny_cross_encoder, ce)
+    assert inspect_source(ce).train_max_length == {}
+    (ce / "train_config.json").write_text(json.dumps({"max_length": 48, "group_size": 8}))
+    assert inspect_source(ce).train_max_length == {"pair": 48}
+
+
+def test_metadata_without_length_fields_still_loads() -> None:
+    meta = ModelMetadata.from_dict({"kind": "bi-encoder", "max_length": 128, "files": {"fp32": "onnx/model.onnx"}})
+    assert (meta.train_max_length, meta.train_max_length_from, meta.document_train_max_length) == ({}, "", None)
+    assert "training length unknown" in length_summary(meta)[0]

@@ -210,6 +210,68 @@ def test_the_reused_index_embeddings_equal_what_the_evaluation_computes(
     assert fresh.systems[0].means == pytest.approx(row["means"], abs=1e-6)
 
 
+def test_the_served_row_is_the_saved_pipeline_query_by_query(
+    first_run: tuple[dict[str, Any], Path, RunSummary],
+) -> None:
+    """The report's served row is pipelines/query(-rerank).yaml itself: loaded here as a user would, every evaluation
+    query gets the evaluation's ranking of that row (same ids, same order), and summary.json names it."""
+    from syntriever_haystack.evaluate.report import slug
+    from syntriever_haystack.serve.pipelines import load_pipeline, run_query
+
+    recipe, out, summary = first_run
+    evaluation = summary.results["evaluate"]
+    served = evaluation["served"]
+    rows = {row["system"]: row for row in evaluation["rows"]}
+    assert served in ("hybrid", "hybrid+rerank")
+    path = out / evaluation["served_pipeline"]
+    assert path == out / "pipelines" / ("query-rerank.yaml" if served == "hybrid+rerank" else "query.yaml")
+    assert summary.results["answer"]["pipeline"] == evaluation["served_pipeline"]  # the pipeline that answers
+    assert rows[served]["served"]
+    assert rows[served]["spec"].startswith(f"pipeline:{path.resolve()}")
+    assert [name for name, row in rows.items() if row.get("pipeline")] == ["hybrid", "hybrid+rerank"]
+    summary_json = json.loads((out / "report" / "summary.json").read_text())
+    assert summary_json["served"] == served
+    assert summary_json["results"][served] == rows[served]["means"]
+    assert f"`{served}` — the saved pipeline (served)" in (out / "report" / "report.md").read_text()
+
+    trec = out / "report" / "evaluation" / "runs" / f"{slug(served)}.trec"
+    ranking: dict[str, list[tuple[int, str]]] = {}
+    for line in trec.read_text().splitlines():
+        query_id, _, doc_id, rank, *_ = line.split()
+        ranking.setdefault(query_id, []).append((int(rank), doc_id))
+    evaluated = {q: [d for _, d in sorted(ranked)] for q, ranked in ranking.items()}
+    dataset = sample_corpus(load_beir(recipe["dataset"]["path"], "test"), 30, seed=recipe_from_dict(recipe).seed)
+    pipeline = load_pipeline(path)
+    answers = {q: [d.id for d in run_query(pipeline, text)] for q, text in dataset.queries.items()}
+    assert any(answers.values())
+    for query_id, answer in answers.items():  # the served top_k (3): the head of the evaluated ranking
+        assert answer == evaluated.get(query_id, [])[:3], query_id
+    components = dict(pipeline.walk())
+    components["ranker" if "ranker" in components else "joiner"].top_k = 100  # the evaluation's depth
+    for query_id, text in dataset.queries.items():  # ... and the whole ranking
+        assert [d.id for d in run_query(pipeline, text)] == evaluated.get(query_id, []), query_id
+
+
+def test_a_store_of_another_corpus_is_not_scored_as_the_saved_pipeline(
+    first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path
+) -> None:
+    """serve.index_corpus: full with a sampled evaluation corpus: the pipelines search 40 documents, the evaluation
+    30; the hybrid rows fall back to the library's fusion, and the report says why."""
+    recipe, out = copy_run(first_run, tmp_path)
+    recipe["serve"]["index_corpus"] = "full"
+    summary = run_flow(recipe, out)
+    assert summary.results["index"]["documents"] == 40
+    evaluation = summary.results["evaluate"]
+    assert evaluation["served"] is None
+    rows = {row["system"]: row for row in evaluation["rows"]}
+    assert rows["hybrid"]["spec"].startswith("hybrid:")
+    assert not any(row.get("served") for row in rows.values())
+    assert any("search the full corpus (40 documents" in note for note in evaluation["notes"])
+    assert any("not by the saved pipelines" in warning for warning in summary.warnings)
+    assert json.loads((out / "report" / "summary.json").read_text())["served"] is None
+    assert "set serve.index_corpus: evaluation" in (out / "report" / "report.md").read_text()
+
+
 def test_second_run_skips_every_step(first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path) -> None:
     recipe, out = copy_run(first_run, tmp_path)
     recipe["dataset"]["path"] = os.path.relpath(recipe["dataset"]["path"])  # the same folder, spelled differently
@@ -370,6 +432,35 @@ def test_recipe_errors_name_the_key_and_the_fix(data: Any, expected: str) -> Non
         recipe_from_dict(data)
 
 
+def test_recipe_errors_are_all_reported_at_once(tmp_path: Path) -> None:
+    """An unknown key, a wrong type and an inconsistency: one error lists the three, one line each."""
+    bad = tmp_path / "three.yaml"
+    bad.write_text(
+        "train:\n  retriever:\n    epochz: 2\n"  # unknown key
+        "generate:\n  use_cot: 'yes'\n"  # wrong type
+        "serve:\n  store: opensearch\n"  # needs serve.url
+    )
+    with pytest.raises(RecipeError) as info:
+        load_recipe(bad)
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{bad}: 3 problems in the recipe, fix them all:"
+    assert len(lines) == 4
+    assert all(line.startswith("- ") for line in lines[1:])
+    assert [line.split(":", 1)[0] for line in lines[1:]] == [
+        "- train.retriever.epochz",
+        "- generate.use_cot",
+        "- serve.url",
+    ]
+    assert "epochz: unknown key (did you mean 'epochs'?)" in lines[1]
+    assert "expected true or false, got 'yes'" in lines[2]
+    assert "the opensearch store needs a URL" in lines[3]
+    assert len(info.value.problems) == 3
+    # a key with a bad value is reported once: its default is not checked against the other settings
+    with pytest.raises(RecipeError) as info:
+        recipe_from_dict({"evaluate": {"baseline": ["bm25"], "systems": ["bm25"]}})
+    assert info.value.problems == ["evaluate.baseline: expected a string, got ['bm25']"]
+
+
 def test_recipe_file_errors_name_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset:\n  pth: x\n")
@@ -418,6 +509,10 @@ def test_system_aliases_become_specs() -> None:
     )
     assert system_spec("dense:/x?precision=int8", models) == "dense:/x?precision=int8"
     assert system_spec("bm25+rerank:/x", models) == "bm25+rerank:/x"
+    served = dataclasses.replace(models, query_pipeline=Path("/r/query.yaml"), query_rerank_pipeline=Path("/r/qr.yaml"))
+    assert system_spec("hybrid", served) == "pipeline:/r/query.yaml?top_k=100"
+    assert system_spec("hybrid+rerank", served) == "pipeline:/r/qr.yaml?top_k=100"
+    assert system_spec("trained+rerank", served).startswith("dense:/m/ret?precision=fp32+rerank:")
 
 
 @pytest.mark.loopback

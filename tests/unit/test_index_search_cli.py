@@ -194,3 +194,49 @@ def test_help_works_without_opensearch_installed(subprocess_env: dict[str, str])
     assert "--opensearch-url" in proc.stdout
     assert "--top-k" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_search_a_run_folder(
+    exported_bi_encoder: Path,
+    exported_cross_encoder: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`syntriever search --run RUN`: the run's saved query pipeline on the run's store file, from anywhere."""
+    from tests.unit.test_relocatable_pipelines import build_run
+
+    run = build_run(tmp_path / "runs" / "quickstart", exported_bi_encoder, exported_cross_encoder)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "iron deficiency anaemia", "--run", "runs/quickstart", "--top-k", "2", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["pipeline"] == str(Path("runs/quickstart/pipelines/query.yaml"))
+    assert [r["id"] for r in payload["results"]][:1] == ["d-iron"]
+    assert len(payload["results"]) == 2
+    assert main(["search", "heart attack", "--run", str(run), "--rerank", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["pipeline"].endswith("query-rerank.yaml")
+    assert len(payload["results"]) == 5  # --top-k (default 5) replaces the saved top_k (3) of the last component
+
+    assert main(["search", "q", "--run", str(run), "--model", str(exported_bi_encoder)]) == 1
+    assert "drop --model" in capsys.readouterr().err
+    assert main(["search", "q", "--run", str(tmp_path / "nowhere")]) == 1
+    assert "no such run folder" in capsys.readouterr().err
+    (run / "pipelines" / "query-rerank.yaml").unlink()
+    assert main(["search", "q", "--run", str(run), "--rerank"]) == 1
+    assert "no reranker: drop --rerank" in capsys.readouterr().err
+    (run / "data" / "document_store.json").unlink()
+    assert main(["search", "q", "--run", str(run)]) == 1
+    assert "--until index" in capsys.readouterr().err
+
+
+def test_missing_default_store_points_to_run_and_store_path(
+    exported_bi_encoder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SYNTRIEVER_CACHE", str(tmp_path / "cache"))
+    assert main(["search", "q", "--model", str(exported_bi_encoder)]) == 1
+    err = capsys.readouterr().err
+    assert "--run runs/quickstart" in err
+    assert "--store-path FILE" in err
+    assert main(["search", "q"]) == 1
+    assert "--run RUN_FOLDER" in capsys.readouterr().err

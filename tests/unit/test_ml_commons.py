@@ -511,6 +511,39 @@ def test_dev_settings_predict_and_pipelines_requests(monkeypatch: pytest.MonkeyP
     }
 
 
+def test_requests_go_through_opensearch_py_methods(monkeypatch: pytest.MonkeyPatch) -> None:
+    """client.plugins.ml / ingest / search_pipeline make the requests; one missing from opensearch-py goes raw."""
+    task = {"state": "COMPLETED"}
+    transport = ScriptedTransport(
+        {
+            r"GET /_plugins/_ml/tasks/t1": [task],
+            r"POST /_plugins/_ml/models/m2/_predict": [{"inference_results": []}],
+            r"PUT /_search/pipeline/rerank": [{"acknowledged": True}],
+        }
+    )
+    client = _client(monkeypatch, transport)
+    used: list[str] = []
+    for namespace, name in ((client.plugins.ml, "get_task"), (client.search_pipeline, "put")):
+        original = getattr(namespace, name)
+
+        def spy(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
+            used.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(namespace, name, spy)
+    monkeypatch.setattr(client.plugins.ml, "predict_model", None)  # as if this opensearch-py did not wrap it
+    ml = MLCommonsClient(client, sleep=lambda _: None)
+    assert ml.wait_for_task("t1") == task
+    assert ml.similarity("m2", "q", []) == []
+    ml.put_search_pipeline("rerank", search_pipeline_body("m2", ["content"]))
+    assert used == ["get_task", "put"]
+    assert transport.paths() == [
+        "GET /_plugins/_ml/tasks/t1",
+        "POST /_plugins/_ml/models/m2/_predict",
+        "PUT /_search/pipeline/rerank",
+    ]
+
+
 def test_query_and_index_bodies() -> None:
     assert neural_query("embedding", "heart", "m1", k=5, query_prefix="query: ") == {
         "neural": {"embedding": {"query_text": "query: heart", "model_id": "m1", "k": 5}}

@@ -85,7 +85,7 @@ def test_index_spec_is_the_exact_create_body() -> None:
                         "parameters": {"m": 16, "ef_construction": 100},
                     },
                 },
-                "content": {"type": "text"},
+                "content": {"type": "text", "analyzer": "english"},
             },
             "dynamic_templates": [{"strings": {"match_mapping_type": "string", "mapping": {"type": "keyword"}}}],
         },
@@ -151,10 +151,11 @@ def test_engines() -> None:
         index_spec(MODEL, engine="annoy")
     with pytest.raises(SyntrieverError, match="Faiss setting"):
         index_spec(MODEL, engine="lucene", ef_search=100)
-    assert index_spec(MODEL, text_analyzer="english")["mappings"]["properties"]["content"] == {
+    assert index_spec(MODEL, text_analyzer="standard")["mappings"]["properties"]["content"] == {
         "type": "text",
-        "analyzer": "english",
+        "analyzer": "standard",
     }
+    assert index_spec(MODEL, text_analyzer=None)["mappings"]["properties"]["content"] == {"type": "text"}
 
 
 # --------------------------------------------------------------------------- ensure_index
@@ -361,7 +362,7 @@ def test_bm25_retriever_searches_our_text_field() -> None:
     body = cluster.requests[-1].body
     assert body["query"]["bool"]["must"][0]["multi_match"]["query"] == "aspirin"
     assert body["size"] == 7
-    assert cluster.indices["docs"]["mappings"]["properties"]["content"] == {"type": "text"}
+    assert cluster.indices["docs"]["mappings"]["properties"]["content"] == {"type": "text", "analyzer": "english"}
 
 
 def test_documents_are_written_with_flattened_metadata() -> None:

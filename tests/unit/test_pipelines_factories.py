@@ -11,7 +11,7 @@ import pytest
 from haystack import Document
 from haystack.components.joiners import DocumentJoiner
 from haystack.components.joiners.document_joiner import JoinMode
-from haystack.components.retrievers.in_memory import InMemoryBM25Retriever, InMemoryEmbeddingRetriever
+from haystack.components.retrievers.in_memory import InMemoryEmbeddingRetriever
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 from haystack_integrations.components.retrievers.opensearch import (
     OpenSearchBM25Retriever,
@@ -19,6 +19,7 @@ from haystack_integrations.components.retrievers.opensearch import (
 )
 from haystack_integrations.document_stores.opensearch import OpenSearchDocumentStore
 
+from haystack_integrations.components.retrievers.syntriever import SyntrieverBM25Retriever
 from syntriever_haystack.errors import ExportedModelError, SyntrieverError
 from syntriever_haystack.opensearch.connection import OpenSearchConnection
 from syntriever_haystack.opensearch.index import ensure_index
@@ -85,7 +86,7 @@ def test_hybrid_query_finds_the_obvious_document(exported_bi_encoder: Path) -> N
     store = _indexed(exported_bi_encoder)
     pipeline = query_pipeline(store, exported_bi_encoder, top_k=3)
     components = dict(pipeline.walk())
-    assert isinstance(components["bm25_retriever"], InMemoryBM25Retriever)
+    assert isinstance(components["bm25_retriever"], SyntrieverBM25Retriever)  # the evaluation's bm25
     assert isinstance(components["embedding_retriever"], InMemoryEmbeddingRetriever)
     joiner = components["joiner"]
     assert isinstance(joiner, DocumentJoiner)

@@ -98,7 +98,7 @@ def test_missing_judge_model_fails_before_any_call(tmp_path: Path) -> None:
 
 
 def test_system_spec_and_precision() -> None:
-    system = SystemSpec.parse("hybrid:models/x?k=10&precision=int8+rerank:models/ce?top_k=50")
+    system = SystemSpec.parse("hybrid:models/x?k=60&precision=int8+rerank:models/ce?top_k=50")
     assert system.first_stage.inner is not None
     assert system.first_stage.inner.precision == "int8"
     assert system.rerankers[0].int_option("top_k") == 50

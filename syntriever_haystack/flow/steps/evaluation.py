@@ -1,4 +1,5 @@
-"""``evaluate``: BM25 vs zero-shot vs trained (+ reranked) on the evaluation split, paired tests, report files.
+"""``evaluate``: BM25 vs zero-shot vs trained (+ reranked) vs the saved query pipelines on the evaluation split,
+paired tests, report files.
 
 The work is :func:`syntriever_haystack.flow.evaluation.run_evaluation` (imported when the step runs: it needs the
 evaluation stack).
@@ -29,8 +30,10 @@ EVALUATE = Step(
         "seed": r.seed,
         "include_title": r.dataset.include_title,
         "max_length": r.train.reranker.max_length,
+        # which saved pipeline is served, and whether its store holds the evaluation corpus
+        "serve": {"reranker": r.serve.reranker, "index_corpus": r.serve.index_corpus},
     },
     outputs=lambda lay: [lay.evaluation / "results.json"],
-    deps=("data", "base-model", "export-retriever", "export-reranker", "index"),
+    deps=("data", "base-model", "export-retriever", "export-reranker", "pipelines", "index"),
     clean=lambda lay: [lay.evaluation, lay.report / "results.png"],
 )

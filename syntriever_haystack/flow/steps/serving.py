@@ -19,9 +19,14 @@ def run_pipelines(ctx: FlowContext, resume: bool) -> dict[str, Any]:
 
     layout = ctx.layout
     reranker = layout.reranker_onnx if ctx.recipe.train.reranker.enabled else None
-    store = document_store(ctx.recipe.serve, layout.retriever_onnx)
+    # in memory: stores over the run's store file (data/document_store.json, written by the index step), which
+    # the saved pipelines load themselves; the YAML holds paths relative to pipelines/, so the run folder can move
+    serve, model, store_file = ctx.recipe.serve, layout.retriever_onnx, layout.document_store.absolute()
+    store = document_store(serve, model, store_file=store_file, missing="empty")
+    query_store = document_store(serve, model, store_file=store_file) if serve.store == "memory" else store
     built = build_pipelines(
         store,
+        query_store=query_store,
         embedder=layout.retriever_onnx.resolve(),
         ranker=reranker.resolve() if reranker else None,
         precision=ctx.precision("export-retriever"),
@@ -99,6 +104,7 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
                 precision=precision,
             )
     if ctx.recipe.serve.store == "memory":
+        from syntriever_haystack.runtime.bm25 import bm25_index_dir
         from syntriever_haystack.runtime.metadata import ModelMetadata
         from syntriever_haystack.serve.memory_store import save_memory_store, store_record
 
@@ -106,9 +112,16 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
             ModelMetadata.load(layout.retriever_onnx), model_name=str(layout.retriever_onnx.resolve())
         )
         result["saved_store"] = ctx.relative(save_memory_store(store, layout.document_store, record))
+        result["bm25_index"] = ctx.relative(bm25_index_dir(layout.document_store))  # saved with the store
     write_json(layout.index_dir / "index.json", result)
     ctx.echo(f"        indexed {result['documents']:,} documents ({result['corpus']} corpus) into {result['store']}")
     return result
+
+
+def _store_files(layout: Any) -> list[Any]:
+    from syntriever_haystack.runtime.bm25 import bm25_index_dir
+
+    return [layout.document_store, bm25_index_dir(layout.document_store)]
 
 
 INDEX = Step(
@@ -125,7 +138,7 @@ INDEX = Step(
     },
     outputs=lambda lay: [lay.index_dir / "index.json"],
     deps=("data", "pipelines"),
-    clean=lambda lay: [lay.index_dir, lay.document_store],
+    clean=lambda lay: [lay.index_dir, *_store_files(lay)],
 )
 
 

@@ -8,6 +8,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 
 from syntriever_haystack.runtime.encode import embed_documents
 from syntriever_haystack.runtime.inputs import check_documents, documents_texts
+from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
@@ -55,6 +56,8 @@ class SyntrieverDocumentEmbedder:
         Create a SyntrieverDocumentEmbedder. Nothing is loaded until :meth:`warm_up` (or the first :meth:`run`).
 
         :param model: Directory written by ``syntriever export`` for a bi-encoder.
+            A relative path resolves against the pipeline's folder (``load_pipeline``),
+            ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
         :param precision: ``"fp32"`` (exact) or ``"int8"`` (dynamically quantised, ~2x faster on CPU).
         :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
@@ -69,6 +72,7 @@ class SyntrieverDocumentEmbedder:
         :param embedding_separator: Separator between the meta values and the content.
         """
         self.model = str(model)
+        self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
         self.precision = precision
         self.file_name = file_name
         self.providers = providers
@@ -83,11 +87,16 @@ class SyntrieverDocumentEmbedder:
         self.embedding_separator = embedding_separator
         self._model: OnnxModel | None = None
 
+    @property
+    def model_path(self) -> Path:
+        """The model folder this component loads (``model`` resolved: see ``syntriever_haystack.runtime.locations``)."""
+        return self._model_path
+
     def warm_up(self) -> None:
         """Load the ONNX session and tokenizer. Idempotent: a second call does nothing."""
         if self._model is None:
             self._model = load_onnx_model(
-                self.model,
+                self._model_path,
                 precision=self.precision,
                 file_name=self.file_name,
                 providers=self.providers,

@@ -7,6 +7,7 @@ from haystack import component, default_from_dict, default_to_dict
 
 from syntriever_haystack.runtime.encode import embed_queries
 from syntriever_haystack.runtime.inputs import check_text
+from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
@@ -50,6 +51,8 @@ class SyntrieverTextEmbedder:
         Create a SyntrieverTextEmbedder. Nothing is loaded until :meth:`warm_up` (or the first :meth:`run`).
 
         :param model: Directory written by ``syntriever export`` for a bi-encoder.
+            A relative path resolves against the pipeline's folder (``load_pipeline``),
+            ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
         :param precision: ``"fp32"`` (exact) or ``"int8"`` (dynamically quantised, ~2x faster on CPU).
         :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
@@ -62,6 +65,7 @@ class SyntrieverTextEmbedder:
         :param normalize_embeddings: L2-normalise the embedding. ``None`` follows the model's metadata.
         """
         self.model = str(model)
+        self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
         self.precision = precision
         self.file_name = file_name
         self.providers = providers
@@ -74,11 +78,16 @@ class SyntrieverTextEmbedder:
         self.normalize_embeddings = normalize_embeddings
         self._model: OnnxModel | None = None
 
+    @property
+    def model_path(self) -> Path:
+        """The model folder this component loads (``model`` resolved: see ``syntriever_haystack.runtime.locations``)."""
+        return self._model_path
+
     def warm_up(self) -> None:
         """Load the ONNX session and tokenizer. Idempotent: a second call does nothing."""
         if self._model is None:
             self._model = load_onnx_model(
-                self.model,
+                self._model_path,
                 precision=self.precision,
                 file_name=self.file_name,
                 providers=self.providers,

@@ -10,6 +10,7 @@ from haystack.utils.misc import _deduplicate_documents
 
 from syntriever_haystack.runtime.encode import score_documents
 from syntriever_haystack.runtime.inputs import check_documents, check_text, documents_texts
+from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
 
@@ -60,6 +61,8 @@ class SyntrieverRanker:
         Create a SyntrieverRanker. Nothing is loaded until :meth:`warm_up` (or the first :meth:`run`).
 
         :param model: Directory written by ``syntriever export`` for a cross-encoder.
+            A relative path resolves against the pipeline's folder (``load_pipeline``),
+            ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
         :param precision: ``"fp32"`` (exact) or ``"int8"`` (dynamically quantised, faster on CPU).
         :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
@@ -80,6 +83,7 @@ class SyntrieverRanker:
         if top_k <= 0:
             raise ValueError(f"top_k must be > 0, but got {top_k}")
         self.model = str(model)
+        self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
         self.precision = precision
         self.file_name = file_name
         self.providers = providers
@@ -97,11 +101,16 @@ class SyntrieverRanker:
         self.batch_size = batch_size
         self._model: OnnxModel | None = None
 
+    @property
+    def model_path(self) -> Path:
+        """The model folder this component loads (``model`` resolved: see ``syntriever_haystack.runtime.locations``)."""
+        return self._model_path
+
     def warm_up(self) -> None:
         """Load the ONNX session and tokenizer. Idempotent: a second call does nothing."""
         if self._model is None:
             self._model = load_onnx_model(
-                self.model,
+                self._model_path,
                 precision=self.precision,
                 file_name=self.file_name,
                 providers=self.providers,
