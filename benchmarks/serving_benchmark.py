@@ -82,10 +82,10 @@ SERVING_PROBE = textwrap.dedent(
     from syntriever_haystack import SyntrieverDocumentEmbedder, SyntrieverRanker, SyntrieverTextEmbedder
     import_s = time.perf_counter() - t0
     docs = [Document(content=t) for t in json.load(open({texts!r}))]
-    emb = SyntrieverDocumentEmbedder(model={bi!r}, precision="int8", progress_bar=False)
+    emb = SyntrieverDocumentEmbedder(model={bi!r}, quantization="int8", progress_bar=False)
     emb.run(docs)
-    q = SyntrieverTextEmbedder(model={bi!r}, precision="int8").run(text="does aspirin prevent heart attacks")
-    SyntrieverRanker(model={ce!r}, precision="int8", top_k=10).run(query="aspirin", documents=docs[:100])
+    q = SyntrieverTextEmbedder(model={bi!r}, quantization="int8").run(text="does aspirin prevent heart attacks")
+    SyntrieverRanker(model={ce!r}, quantization="int8", top_k=10).run(query="aspirin", documents=docs[:100])
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the (large) forking parent
     rss_mb = [int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")][0] / 1024
     print(json.dumps({{"import_s": round(import_s, 3), "peak_rss_mb": round(rss_mb, 1),
@@ -152,13 +152,13 @@ def main() -> None:
     for precision in ("fp32", "int8"):
         name = f"syntriever ONNX {precision}"
         print(f"[{name}] embedding {len(texts)} documents ...", flush=True)
-        doc_embedder = SyntrieverDocumentEmbedder(model=bi, precision=precision, progress_bar=True, batch_size=32)
+        doc_embedder = SyntrieverDocumentEmbedder(model=bi, quantization=precision, progress_bar=True, batch_size=32)
         doc_embedder.warm_up()
         start = time.perf_counter()
         embedded = doc_embedder.run(documents)["documents"]
         docs_per_s = len(texts) / (time.perf_counter() - start)
         matrix = np.asarray([d.embedding for d in embedded], dtype=np.float32)
-        text_embedder = SyntrieverTextEmbedder(model=bi, precision=precision)
+        text_embedder = SyntrieverTextEmbedder(model=bi, quantization=precision)
         text_embedder.warm_up()
         qmat, latencies = [], []
         for q in query_texts:
@@ -167,7 +167,7 @@ def main() -> None:
             latencies.append(time.perf_counter() - t0)
         scores = np.asarray(qmat, dtype=np.float32) @ matrix.T
         p50, p95 = percentiles(latencies[: args.queries])
-        ranker = SyntrieverRanker(model=ce, precision=precision, top_k=10)
+        ranker = SyntrieverRanker(model=ce, quantization=precision, top_k=10)
         ranker.warm_up()
         rerank = []
         for i in range(min(args.rerank_queries, len(qids))):
@@ -177,7 +177,7 @@ def main() -> None:
             ranker.run(query=query_texts[i], documents=candidates)
             rerank.append(time.perf_counter() - t0)
         # the same reranking with pairs truncated at 128 tokens: the main lever on reranking latency
-        short_ranker = SyntrieverRanker(model=ce, precision=precision, top_k=10, max_length=128)
+        short_ranker = SyntrieverRanker(model=ce, quantization=precision, top_k=10, max_length=128)
         short = []
         for i in range(min(args.rerank_queries, len(qids))):
             candidates = [documents[j] for j in np.argsort(-scores[i])[:100]]

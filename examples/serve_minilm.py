@@ -66,16 +66,16 @@ def main() -> None:
     indexing = Pipeline()
     indexing.add_component(
         "embedder",
-        SyntrieverDocumentEmbedder(model=bi, precision="int8", meta_fields_to_embed=["title"], progress_bar=False),
+        SyntrieverDocumentEmbedder(model=bi, quantization="int8", meta_fields_to_embed=["title"], progress_bar=False),
     )
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("embedder.documents", "writer.documents")
     indexing.run({"embedder": {"documents": [Document(content=text, meta={"title": t}) for t, text in DOCS]}})
 
     query = Pipeline()
-    query.add_component("text_embedder", SyntrieverTextEmbedder(model=bi, precision="int8"))
+    query.add_component("text_embedder", SyntrieverTextEmbedder(model=bi, quantization="int8"))
     query.add_component("retriever", InMemoryEmbeddingRetriever(document_store=store, top_k=4))
-    query.add_component("ranker", SyntrieverRanker(model=ce, precision="int8", top_k=3))
+    query.add_component("ranker", SyntrieverRanker(model=ce, quantization="int8", top_k=3))
     query.connect("text_embedder.embedding", "retriever.query_embedding")
     query.connect("retriever.documents", "ranker.documents")
     (out / "query_pipeline.yaml").write_text(query.dumps())

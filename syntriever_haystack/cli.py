@@ -57,7 +57,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from syntriever_haystack.runtime.onnx_model import load_onnx_model
 
-    model = load_onnx_model(args.model, precision=args.precision, expected_kind="bi-encoder")
+    model = load_onnx_model(args.model, precision=args.quantization, expected_kind="bi-encoder")
     prefix = model.metadata.query_prefix if args.query else model.metadata.document_prefix
     vectors = model.embed([prefix + t for t in args.texts], normalize=model.metadata.normalize)
     for text, vector in zip(args.texts, vectors, strict=True):
@@ -70,7 +70,7 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
 
     from haystack_integrations.components.rankers.syntriever import SyntrieverRanker
 
-    ranker = SyntrieverRanker(model=args.model, precision=args.precision, top_k=len(args.documents))
+    ranker = SyntrieverRanker(model=args.model, quantization=args.quantization, top_k=len(args.documents))
     ranker.warm_up()
     for doc in ranker.run(query=args.query, documents=[Document(content=t) for t in args.documents])["documents"]:
         print(f"{doc.score:.4f}\t{doc.content}")
@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", help="embed texts with an exported bi-encoder (JSON lines out)")
     embed.add_argument("model", metavar="EXPORTED_DIR")
     embed.add_argument("texts", nargs="+", metavar="TEXT")
-    embed.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    embed.add_argument("--quantization", "--precision", choices=["fp32", "int8"], default="fp32", help="ONNX weights")
     embed.add_argument("--query", action="store_true", help="apply the query prefix instead of the document one")
     embed.set_defaults(func=_cmd_embed)
 
@@ -174,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     rerank.add_argument("model", metavar="EXPORTED_DIR")
     rerank.add_argument("query", metavar="QUERY")
     rerank.add_argument("documents", nargs="+", metavar="DOCUMENT")
-    rerank.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    rerank.add_argument("--quantization", "--precision", choices=["fp32", "int8"], default="fp32", help="ONNX weights")
     rerank.set_defaults(func=_cmd_rerank)
 
     evaluate = sub.add_parser(

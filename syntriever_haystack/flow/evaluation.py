@@ -297,7 +297,7 @@ def embeds_like_evaluation(embedder: Any, model: Path, precision: str) -> bool:
     loaded = Path(getattr(embedder, "model_path", None) or str(params.get("model")))  # the YAML's path is relative
     return (
         loaded.resolve() == model.resolve()
-        and params.get("precision") == precision
+        and params.get("quantization") == precision
         and params.get("file_name") is None
         and params.get("max_length") is None
         and params.get("prefix") is None

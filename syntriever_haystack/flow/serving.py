@@ -67,18 +67,18 @@ def build_pipelines(
             store,
             embedder,
             split_by=None,
-            precision=precision,
+            quantization=precision,
             progress_bar=True,
         ),
-        "query": query_pipeline(query_store or store, embedder, precision=precision, top_k=top_k),
+        "query": query_pipeline(query_store or store, embedder, quantization=precision, top_k=top_k),
     }
     if ranker is not None:
         built["query-rerank"] = query_pipeline(
             query_store or store,
             embedder,
             ranker,
-            precision=precision,
-            ranker_precision=ranker_precision,
+            quantization=precision,
+            ranker_quantization=ranker_precision,
             top_k=top_k,
             candidates=rerank_depth,
         )

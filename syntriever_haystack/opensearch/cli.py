@@ -128,7 +128,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
             split_by=split_by,
             split_length=args.split_length,
             split_overlap=args.split_overlap,
-            precision=args.precision,
+            quantization=args.quantization,
             batch_size=args.batch_size,
         )
 
@@ -210,7 +210,9 @@ def _cmd_index(args: argparse.Namespace) -> int:
             indexing_store = file_document_store(metadata, saved, index=query_store.index, missing="empty", load=False)
             yaml_store = file_document_store(metadata, saved, index=query_store.index, load=False)
         save_pipeline(build(indexing_store), out / "indexing.yaml")
-        save_pipeline(query_pipeline(yaml_store, args.model, args.ranker, precision=args.precision), out / "query.yaml")
+        save_pipeline(
+            query_pipeline(yaml_store, args.model, args.ranker, quantization=args.quantization), out / "query.yaml"
+        )
         summary["pipelines"] = [str(out / "indexing.yaml"), str(out / "query.yaml")]
     if args.json:
         print(json.dumps(summary))
@@ -296,7 +298,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "top_k_bm25": args.top_k_bm25,
         "top_k_dense": args.top_k_dense,
         "candidates": args.candidates,
-        "precision": args.precision,
+        "quantization": args.quantization,
     }
     if kind == "memory":
         from syntriever_haystack.serve.memory_store import check_memory_store, load_memory_store
@@ -399,7 +401,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     index.add_argument("--split-length", type=int, default=200, metavar="N", help="units per chunk (default 200)")
     index.add_argument("--split-overlap", type=int, default=20, metavar="N", help="overlapping units (default 20)")
-    index.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="ONNX model precision")
+    index.add_argument(
+        "--quantization", "--precision", choices=["fp32", "int8"], default="fp32", help="ONNX weights: fp32 or int8"
+    )
     index.add_argument("--batch-size", type=int, default=32, help="texts per ONNX Runtime call (default 32)")
     _add_store_options(index)
     os_group = index.add_argument_group("OpenSearch index management")
@@ -452,7 +456,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--candidates", type=int, default=50, help="best fused candidates given to the ranker (default 50)"
     )
-    search.add_argument("--precision", choices=["fp32", "int8"], default="fp32", help="ONNX model precision")
+    search.add_argument(
+        "--quantization", "--precision", choices=["fp32", "int8"], default="fp32", help="ONNX weights: fp32 or int8"
+    )
     search.add_argument("--snippet", type=int, default=160, metavar="CHARS", help="snippet width (default 160)")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_store_options(search)

@@ -40,3 +40,24 @@ def document_text(doc: Document, *, meta_fields: list[str], separator: str, pref
 def documents_texts(documents: list[Document], *, meta_fields: list[str], separator: str) -> list[str]:
     """:func:`~syntriever_haystack.runtime.encode.passage_text` of each Document (prefixes are added later)."""
     return [passage_text(doc.content, doc.meta, meta_fields=meta_fields, separator=separator) for doc in documents]
+
+
+def legacy_quantization(data: dict[str, Any]) -> dict[str, Any]:
+    """A serialised component of syntriever-haystack < 0.2 with ``precision`` (the ONNX weights variant) read as
+    ``quantization``: the parameter was renamed so that it is not confused with sentence-transformers-haystack's
+    ``precision`` (the precision of the embedding itself)."""
+    params = data.get("init_parameters") or {}
+    if "precision" not in params:
+        return data
+    import warnings
+
+    params = dict(params)
+    value = params.pop("precision")
+    params.setdefault("quantization", value)
+    warnings.warn(
+        f"{data.get('type', 'component')}: 'precision' is now 'quantization' (which ONNX weights run); "
+        "re-save the pipeline to update it.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return {**data, "init_parameters": params}

@@ -94,7 +94,8 @@ class OnnxModel:
             if precision not in self.metadata.files:
                 raise ExportedModelError(
                     f"'{self.path}' has no {precision} ONNX file (it has: {sorted(self.metadata.files)}). "
-                    f"Use precision={next(iter(self.metadata.files))!r}, or re-export without --no-int8."
+                    f"Use {next(iter(self.metadata.files))!r} weights (quantization= on the components, ?precision= in "
+                    "a system SPEC), or re-export without --no-int8."
                 )
             file_name = self.metadata.files[precision]
         onnx_path = self.path / file_name

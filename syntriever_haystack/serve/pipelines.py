@@ -124,7 +124,7 @@ def indexing_pipeline(
     split_by: str | None = "word",
     split_length: int = 200,
     split_overlap: int = 20,
-    precision: Literal["fp32", "int8"] = "fp32",
+    quantization: Literal["fp32", "int8"] = "fp32",
     batch_size: int = 32,
     meta_fields_to_embed: list[str] | None = None,
     progress_bar: bool = False,
@@ -141,7 +141,7 @@ def indexing_pipeline(
         for documents that are already chunks.
     :param split_length: Units per chunk.
     :param split_overlap: Units shared by consecutive chunks.
-    :param precision: ``fp32`` or ``int8`` ONNX model.
+    :param quantization: ``fp32`` or ``int8`` ONNX weights of the embedder.
     :param batch_size: Texts per ONNX Runtime call.
     :param meta_fields_to_embed: Metadata fields embedded with the content (e.g. ``["title"]``).
     :param progress_bar: Show the embedder's progress bar.
@@ -161,7 +161,7 @@ def indexing_pipeline(
         "embedder",
         SyntrieverDocumentEmbedder(
             model=embedder_model,
-            precision=precision,
+            quantization=quantization,
             batch_size=batch_size,
             meta_fields_to_embed=meta_fields_to_embed,
             progress_bar=progress_bar,
@@ -189,8 +189,8 @@ def query_pipeline(
     top_k_dense: int = 50,
     top_k: int = 10,
     candidates: int | None = None,
-    precision: Literal["fp32", "int8"] = "fp32",
-    ranker_precision: Literal["fp32", "int8"] | None = None,
+    quantization: Literal["fp32", "int8"] = "fp32",
+    ranker_quantization: Literal["fp32", "int8"] | None = None,
 ) -> Pipeline:
     """Hybrid retrieval: BM25 + dense, fused by reciprocal rank fusion, optionally reranked.
 
@@ -205,8 +205,8 @@ def query_pipeline(
     :param top_k_dense: Documents from the embedding retriever.
     :param top_k: Documents returned.
     :param candidates: Fused documents handed to the ranker (default: all of them).
-    :param precision: ONNX precision of the embedder.
-    :param ranker_precision: ONNX precision of the ranker (default: ``precision``).
+    :param quantization: ONNX weights of the embedder (``fp32`` or ``int8``).
+    :param ranker_quantization: ONNX weights of the ranker (default: ``quantization``).
     :returns: The pipeline.
     :raises SyntrieverError: Unsupported store, or a store similarity that does not fit the model.
     :raises ExportedModelError: A model directory is not an export of the right kind.
@@ -240,7 +240,7 @@ def query_pipeline(
         dense = OpenSearchEmbeddingRetriever(document_store=document_store, top_k=top_k_dense)
     pipeline = Pipeline()
     pipeline.add_component("bm25_retriever", bm25)
-    pipeline.add_component("text_embedder", SyntrieverTextEmbedder(model=embedder_model, precision=precision))
+    pipeline.add_component("text_embedder", SyntrieverTextEmbedder(model=embedder_model, quantization=quantization))
     pipeline.add_component("embedding_retriever", dense)
     pipeline.add_component(
         "joiner",
@@ -251,7 +251,8 @@ def query_pipeline(
     pipeline.connect("embedding_retriever.documents", "joiner.documents")
     if ranker_model is not None:
         pipeline.add_component(
-            "ranker", SyntrieverRanker(model=ranker_model, precision=ranker_precision or precision, top_k=top_k)
+            "ranker",
+            SyntrieverRanker(model=ranker_model, quantization=ranker_quantization or quantization, top_k=top_k),
         )
         pipeline.connect("joiner.documents", "ranker.documents")
     return pipeline

@@ -66,5 +66,5 @@ def test_minilm_components_match_sentence_transformers(minilm_source: Path, mini
     docs = SyntrieverDocumentEmbedder(model=minilm_onnx, progress_bar=False).run([Document(content=t) for t in texts])
     ours = np.asarray([d.embedding for d in docs["documents"]])
     assert np.min(np.sum(ours * reference, axis=1)) > 0.9999
-    query = SyntrieverTextEmbedder(model=minilm_onnx, precision="int8").run(text=texts[0])["embedding"]
+    query = SyntrieverTextEmbedder(model=minilm_onnx, quantization="int8").run(text=texts[0])["embedding"]
     assert float(np.dot(query, reference[0])) > 0.98

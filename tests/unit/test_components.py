@@ -64,7 +64,7 @@ def test_text_embedder_rejects_non_string(exported_bi_encoder: Path) -> None:
 
 def test_int8_is_close_to_fp32(exported_bi_encoder: Path) -> None:
     fp32 = SyntrieverTextEmbedder(model=exported_bi_encoder).run(text="heart attack risk")["embedding"]
-    int8 = SyntrieverTextEmbedder(model=exported_bi_encoder, precision="int8").run(text="heart attack risk")
+    int8 = SyntrieverTextEmbedder(model=exported_bi_encoder, quantization="int8").run(text="heart attack risk")
     assert float(np.dot(fp32, int8["embedding"])) > 0.99
 
 
@@ -84,7 +84,7 @@ def test_missing_onnx_file(exported_bi_encoder: Path, tmp_path: Path) -> None:
     shutil.copytree(exported_bi_encoder, broken)
     (broken / "onnx" / "model_int8.onnx").unlink()
     with pytest.raises(ExportedModelError, match="--force"):
-        SyntrieverTextEmbedder(model=broken, precision="int8").warm_up()
+        SyntrieverTextEmbedder(model=broken, quantization="int8").warm_up()
 
 
 def test_precision_not_exported(exported_bi_encoder: Path, tmp_path: Path) -> None:
@@ -93,8 +93,8 @@ def test_precision_not_exported(exported_bi_encoder: Path, tmp_path: Path) -> No
     meta = json.loads((folder / "syntriever.json").read_text())
     del meta["files"]["int8"]
     (folder / "syntriever.json").write_text(json.dumps(meta))
-    with pytest.raises(ExportedModelError, match="precision='fp32'"):
-        SyntrieverTextEmbedder(model=folder, precision="int8").warm_up()
+    with pytest.raises(ExportedModelError, match="Use 'fp32' weights \\(quantization="):
+        SyntrieverTextEmbedder(model=folder, quantization="int8").warm_up()
 
 
 def test_unknown_precision_and_provider(exported_bi_encoder: Path) -> None:
@@ -274,7 +274,7 @@ def test_ranker_truncates_long_pairs(exported_cross_encoder: Path) -> None:
 @pytest.mark.parametrize(
     ("cls", "kwargs"),
     [
-        (SyntrieverTextEmbedder, {"precision": "int8", "prefix": "", "num_threads": 1}),
+        (SyntrieverTextEmbedder, {"quantization": "int8", "prefix": "", "num_threads": 1}),
         (
             SyntrieverDocumentEmbedder,
             {"meta_fields_to_embed": ["title"], "batch_size": 8, "providers": ["CPUExecutionProvider"]},
@@ -303,3 +303,20 @@ def test_max_length_override_truncates_and_is_bounded(exported_bi_encoder: Path,
     assert not np.allclose(a, full, atol=1e-4)
     with pytest.raises(ExportedModelError, match="--max-length"):
         SyntrieverRanker(model=exported_cross_encoder, max_length=10_000).warm_up()
+
+
+def test_quantization_is_not_sentence_transformers_precision(exported_bi_encoder: Path) -> None:
+    """The ONNX-weights choice is `quantization`; `precision` (an embedding's precision next door) is refused, and a
+    pipeline saved with the old `precision` key still loads, with a deprecation warning."""
+    with pytest.raises(TypeError, match="precision"):
+        SyntrieverTextEmbedder(model=exported_bi_encoder, precision="int8")  # type: ignore[call-arg]
+    saved = SyntrieverTextEmbedder(model=exported_bi_encoder, quantization="int8").to_dict()
+    assert saved["init_parameters"]["quantization"] == "int8"
+    assert "precision" not in saved["init_parameters"]
+    old = {**saved, "init_parameters": {**saved["init_parameters"]}}
+    old["init_parameters"]["precision"] = old["init_parameters"].pop("quantization")
+    with pytest.warns(DeprecationWarning, match="'precision' is now 'quantization'"):
+        loaded = SyntrieverTextEmbedder.from_dict(old)
+    assert loaded.quantization == "int8"
+    for cls in (SyntrieverDocumentEmbedder, SyntrieverRanker):
+        assert "quantization" in cls.__init__.__code__.co_varnames

@@ -198,7 +198,7 @@ def test_chunk_math_and_chunks(exported_bi_encoder: Path, tmp_path: Path) -> Non
 def test_embedding_bundle_matches_text_embedder(exported_bi_encoder: Path, tmp_path: Path, precision: str) -> None:
     bundle = build_bundle(exported_bi_encoder, tmp_path / f"{precision}.zip", precision=precision)
     texts = QUERIES + DOCS
-    ours = SyntrieverTextEmbedder(model=str(exported_bi_encoder), precision=precision)
+    ours = SyntrieverTextEmbedder(model=str(exported_bi_encoder), quantization=precision)
     ours.warm_up()
     expected = np.array([ours.run(text=t)["embedding"] for t in texts])
     # The neural query sends query_prefix + text (the bundle is not asymmetric): same input as our embedder.
@@ -211,7 +211,7 @@ def test_embedding_bundle_matches_text_embedder(exported_bi_encoder: Path, tmp_p
 def test_similarity_bundle_matches_ranker(exported_cross_encoder: Path, tmp_path: Path, precision: str) -> None:
     bundle = build_bundle(exported_cross_encoder, tmp_path / f"{precision}.zip", precision=precision)
     ranker = SyntrieverRanker(
-        model=str(exported_cross_encoder), precision=precision, top_k=len(DOCS), scale_score=False
+        model=str(exported_cross_encoder), quantization=precision, top_k=len(DOCS), scale_score=False
     )
     ranker.warm_up()
     for query in QUERIES:

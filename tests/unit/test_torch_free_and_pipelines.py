@@ -52,7 +52,7 @@ def test_components_import_and_run_without_torch(
         import json
         from haystack import Document
         from syntriever_haystack import SyntrieverTextEmbedder, SyntrieverDocumentEmbedder, SyntrieverRanker
-        q = SyntrieverTextEmbedder(model={str(exported_bi_encoder)!r}, precision="int8").run(text="heart attack")
+        q = SyntrieverTextEmbedder(model={str(exported_bi_encoder)!r}, quantization="int8").run(text="heart attack")
         d = SyntrieverDocumentEmbedder(model={str(exported_bi_encoder)!r}, progress_bar=False).run(
             [Document(content="aspirin risk"), Document(content="paris")])
         r = SyntrieverRanker(model={str(exported_cross_encoder)!r}).run(
@@ -71,7 +71,7 @@ def _pipelines(bi: Path, ce: Path) -> tuple[Pipeline, Pipeline, InMemoryDocument
     indexing.add_component("writer", DocumentWriter(document_store=store))
     indexing.connect("embedder.documents", "writer.documents")
     query = Pipeline()
-    query.add_component("text_embedder", SyntrieverTextEmbedder(model=bi, precision="int8"))
+    query.add_component("text_embedder", SyntrieverTextEmbedder(model=bi, quantization="int8"))
     query.add_component("retriever", InMemoryEmbeddingRetriever(document_store=store, top_k=5))
     query.add_component("ranker", SyntrieverRanker(model=ce, top_k=2, score_threshold=0.0))
     query.connect("text_embedder.embedding", "retriever.query_embedding")

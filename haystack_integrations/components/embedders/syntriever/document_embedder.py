@@ -7,7 +7,7 @@ from typing import Any, Literal
 from haystack import Document, component, default_from_dict, default_to_dict
 
 from syntriever_haystack.runtime.encode import embed_documents
-from syntriever_haystack.runtime.inputs import check_documents, documents_texts
+from syntriever_haystack.runtime.inputs import check_documents, documents_texts, legacy_quantization
 from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
@@ -27,7 +27,9 @@ class SyntrieverDocumentEmbedder:
     from haystack import Document
     from syntriever_haystack import SyntrieverDocumentEmbedder
 
-    embedder = SyntrieverDocumentEmbedder(model="models/minilm-onnx", precision="int8", meta_fields_to_embed=["title"])
+    embedder = SyntrieverDocumentEmbedder(
+        model="models/minilm-onnx", quantization="int8", meta_fields_to_embed=["title"]
+    )
     embedder.warm_up()
     docs = embedder.run(documents=[Document(content="Iron deficiency causes anaemia.", meta={"title": "Anaemia"})])
     print(len(docs["documents"][0].embedding))
@@ -39,7 +41,7 @@ class SyntrieverDocumentEmbedder:
         self,
         *,
         model: str | Path,
-        precision: Literal["fp32", "int8"] = "fp32",
+        quantization: Literal["fp32", "int8"] = "fp32",
         file_name: str | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
@@ -58,8 +60,10 @@ class SyntrieverDocumentEmbedder:
         :param model: Directory written by ``syntriever export`` for a bi-encoder.
             A relative path resolves against the pipeline's folder (``load_pipeline``),
             ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
-        :param precision: ``"fp32"`` (exact) or ``"int8"`` (dynamically quantised, ~2x faster on CPU).
-        :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
+        :param quantization: Which exported ONNX weights run: ``"fp32"`` (not quantised, exact) or ``"int8"``
+            (dynamically quantised, ~2x faster on CPU). This is not sentence-transformers-haystack's ``precision``
+            (the precision of the returned embedding), which these components do not change.
+        :param file_name: ONNX file to run, relative to ``model``; overrides ``quantization``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
         :param num_threads: ONNX Runtime intra-op threads (default: one per physical core).
         :param max_length: Truncate inputs at this many tokens (at most the exported maximum, the default).
@@ -73,7 +77,7 @@ class SyntrieverDocumentEmbedder:
         """
         self.model = str(model)
         self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
-        self.precision = precision
+        self.quantization = quantization
         self.file_name = file_name
         self.providers = providers
         self.num_threads = num_threads
@@ -97,7 +101,7 @@ class SyntrieverDocumentEmbedder:
         if self._model is None:
             self._model = load_onnx_model(
                 self._model_path,
-                precision=self.precision,
+                precision=self.quantization,
                 file_name=self.file_name,
                 providers=self.providers,
                 num_threads=self.num_threads,
@@ -110,7 +114,7 @@ class SyntrieverDocumentEmbedder:
         return default_to_dict(
             self,
             model=self.model,
-            precision=self.precision,
+            quantization=self.quantization,
             file_name=self.file_name,
             providers=self.providers,
             num_threads=self.num_threads,
@@ -127,7 +131,7 @@ class SyntrieverDocumentEmbedder:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntrieverDocumentEmbedder:
         """Deserialize this component from a dictionary."""
-        return default_from_dict(cls, data)
+        return default_from_dict(cls, legacy_quantization(data))
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, list[Document]]:

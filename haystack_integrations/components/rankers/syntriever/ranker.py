@@ -9,7 +9,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils.misc import _deduplicate_documents
 
 from syntriever_haystack.runtime.encode import score_documents
-from syntriever_haystack.runtime.inputs import check_documents, check_text, documents_texts
+from syntriever_haystack.runtime.inputs import check_documents, check_text, documents_texts, legacy_quantization
 from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
@@ -29,7 +29,7 @@ class SyntrieverRanker:
     from haystack import Document
     from syntriever_haystack import SyntrieverRanker
 
-    ranker = SyntrieverRanker(model="models/reranker-onnx", precision="int8", top_k=3)
+    ranker = SyntrieverRanker(model="models/reranker-onnx", quantization="int8", top_k=3)
     ranker.warm_up()
     docs = [Document(content="Paris is the capital of France."), Document(content="Berlin is in Germany.")]
     print(ranker.run(query="capital of France", documents=docs)["documents"][0].content)
@@ -41,7 +41,7 @@ class SyntrieverRanker:
         self,
         *,
         model: str | Path,
-        precision: Literal["fp32", "int8"] = "fp32",
+        quantization: Literal["fp32", "int8"] = "fp32",
         file_name: str | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
@@ -63,8 +63,9 @@ class SyntrieverRanker:
         :param model: Directory written by ``syntriever export`` for a cross-encoder.
             A relative path resolves against the pipeline's folder (``load_pipeline``),
             ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
-        :param precision: ``"fp32"`` (exact) or ``"int8"`` (dynamically quantised, faster on CPU).
-        :param file_name: ONNX file to run, relative to ``model``; overrides ``precision``.
+        :param quantization: Which exported ONNX weights run: ``"fp32"`` (not quantised, exact) or ``"int8"``
+            (dynamically quantised, faster on CPU).
+        :param file_name: ONNX file to run, relative to ``model``; overrides ``quantization``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
         :param num_threads: ONNX Runtime intra-op threads (default: one per physical core).
         :param max_length: Truncate inputs at this many tokens (at most the exported maximum, the default).
@@ -84,7 +85,7 @@ class SyntrieverRanker:
             raise ValueError(f"top_k must be > 0, but got {top_k}")
         self.model = str(model)
         self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
-        self.precision = precision
+        self.quantization = quantization
         self.file_name = file_name
         self.providers = providers
         self.num_threads = num_threads
@@ -111,7 +112,7 @@ class SyntrieverRanker:
         if self._model is None:
             self._model = load_onnx_model(
                 self._model_path,
-                precision=self.precision,
+                precision=self.quantization,
                 file_name=self.file_name,
                 providers=self.providers,
                 num_threads=self.num_threads,
@@ -124,7 +125,7 @@ class SyntrieverRanker:
         return default_to_dict(
             self,
             model=self.model,
-            precision=self.precision,
+            quantization=self.quantization,
             file_name=self.file_name,
             providers=self.providers,
             num_threads=self.num_threads,
@@ -144,7 +145,7 @@ class SyntrieverRanker:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntrieverRanker:
         """Deserialize this component from a dictionary."""
-        return default_from_dict(cls, data)
+        return default_from_dict(cls, legacy_quantization(data))
 
     @component.output_types(documents=list[Document])
     def run(
