@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,10 +60,23 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
     model = load_onnx_model(args.model, precision=args.quantization, expected_kind="bi-encoder")
     prefix = model.metadata.query_prefix if args.query else model.metadata.document_prefix
-    vectors = model.embed([prefix + t for t in args.texts], normalize=model.metadata.normalize)
+    texts = list(args.texts)
+    if args.query:  # a query is cut at MAX_QUERY_CHARS with a warning; a document is read up to the model's window
+        texts = [_bounded_query(t, f"query {i + 1}" if len(texts) > 1 else "the query") for i, t in enumerate(texts)]
+    vectors = model.embed([prefix + t for t in texts], normalize=model.metadata.normalize)
     for text, vector in zip(args.texts, vectors, strict=True):
         print(json.dumps({"text": text, "embedding": [round(float(x), 6) for x in vector]}))
     return 0
+
+
+def _bounded_query(query: str, name: str) -> str:
+    """``query`` cut to ``MAX_QUERY_CHARS`` characters, with a one-line warning on stderr when it was cut."""
+    from syntriever_haystack.runtime.inputs import bounded_query
+
+    cut, warning = bounded_query(query, name=name)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    return cut
 
 
 def _cmd_rerank(args: argparse.Namespace) -> int:
@@ -72,7 +86,8 @@ def _cmd_rerank(args: argparse.Namespace) -> int:
 
     ranker = SyntrieverRanker(model=args.model, quantization=args.quantization, top_k=len(args.documents))
     ranker.warm_up()
-    for doc in ranker.run(query=args.query, documents=[Document(content=t) for t in args.documents])["documents"]:
+    query = _bounded_query(args.query, "the query")
+    for doc in ranker.run(query=query, documents=[Document(content=t) for t in args.documents])["documents"]:
         print(f"{doc.score:.4f}\t{doc.content}")
     return 0
 
@@ -115,6 +130,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         written = write_outputs(report, args.output_dir)
         print(f"results written to {args.output_dir} ({len(written)} files)", file=sys.stderr)
     return 0
+
+
+def _open_unit_float(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a significance level)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}") from None
+    if not 0.0 < value < 1.0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (a random seed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
 
 
 def _missing_extra_command(sub: argparse._SubParsersAction, name: str, extra: str, missing: str) -> None:
@@ -197,10 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline", metavar="SPEC", help="system to test the others against (default: the first; 'none')"
     )
     evaluate.add_argument("--test", choices=["t-test", "permutation", "bootstrap"], default="t-test")
-    evaluate.add_argument("--alpha", type=float, default=0.05, help="significance level (Holm-adjusted)")
+    evaluate.add_argument("--alpha", type=_open_unit_float, default=0.05, help="significance level (Holm-adjusted)")
     evaluate.add_argument("--depth", type=int, help="documents retrieved per query (default: max(100, cut-offs))")
     evaluate.add_argument("--max-queries", type=int, help="evaluate a random sample of this many queries")
-    evaluate.add_argument("--seed", type=int, default=0, help="seed for sampling and resampling tests")
+    evaluate.add_argument("--seed", type=_non_negative_int, default=0, help="seed for sampling and resampling tests")
     evaluate.add_argument("--no-title", action="store_true", help="index document text without its title")
     evaluate.add_argument("--json", metavar="FILE", help='write {"<spec>": {"nDCG@10": x, ...}} here')
     evaluate.add_argument("--output-dir", metavar="DIR", help="write Markdown, full JSON, TREC runs and a PNG here")
@@ -239,17 +276,78 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+TELEMETRY_VARIABLE = "HAYSTACK_TELEMETRY_ENABLED"
+_REPORT = "https://github.com/syntriever-haystack/syntriever-haystack/issues"
+
+
+def disable_telemetry_by_default() -> None:
+    """Turn Haystack's usage telemetry off for this process unless the user chose (``HAYSTACK_TELEMETRY_ENABLED``
+    set, to anything): the ``syntriever`` commands send nothing anywhere unless asked to. Library imports of
+    ``syntriever_haystack`` never call this; there the user's Haystack settings apply as they are."""
+    if TELEMETRY_VARIABLE in os.environ:
+        return
+    os.environ[TELEMETRY_VARIABLE] = "False"  # read by haystack.telemetry when it is first imported
+    module = sys.modules.get("haystack.telemetry._telemetry")
+    if module is not None:  # haystack already imported in this process (main() called from Python)
+        module.telemetry = None  # type: ignore[attr-defined]
+
+
+def _add_debug_option(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--debug`` on the top-level parser and on every sub-command, so it works before or after the command."""
+    if top:
+        parser.add_argument(
+            "--debug", action="store_true", help="show the full traceback of an error (also: SYNTRIEVER_DEBUG=1)"
+        )
+    elif "--debug" not in parser._option_string_actions:
+        parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                _add_debug_option(child)
+
+
+def _fail(exc: BaseException, *, debug: bool) -> int:
+    """One line (problem; fix) for an expected failure, exit 1; a traceback and where to report it for a bug."""
+    import traceback
+
+    from syntriever_haystack.errors import describe_failure
+
+    message = describe_failure(exc)
+    if message is None:  # unexpected: a bug, keep everything needed to fix it
+        traceback.print_exception(exc, file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__} (a bug in syntriever-haystack or a library it uses); "
+            f"please report it with the traceback above at {_REPORT}",
+            file=sys.stderr,
+        )
+        return 1
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    hint = "" if debug or "\n" in message or "--debug" in message else " (--debug shows the traceback)"
+    print(f"error: {message}{hint}", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    disable_telemetry_by_default()  # before anything imports haystack
     parser = build_parser()
+    _add_debug_option(parser, top=True)
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("SYNTRIEVER_DEBUG", "") not in ("", "0")
     try:
         return int(args.func(args))
-    except SyntrieverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SyntrieverError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # expected failures become one line; a bug keeps its traceback
+        return _fail(exc, debug=debug)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Standard library only: every layer may import this module.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,6 +208,17 @@ def _check_params(kind: str, params: Iterable[tuple[str, str]], spec: str) -> No
             )
         if key == "precision" and value not in PRECISIONS:
             raise SystemSpecError(f"precision of {kind} in system {spec!r}: must be one of fp32, int8, got {value!r}")
+        if kind == "bm25" and key in ("k1", "b"):
+            import math
+
+            try:
+                number = float(value)
+            except ValueError:
+                number = float("nan")
+            low_ok = number >= 0 if key == "k1" else 0 <= number <= 1
+            if not (math.isfinite(number) and low_ok):
+                wanted = "a finite number >= 0" if key == "k1" else "a number between 0 and 1"
+                raise SystemSpecError(f"{key}={value!r} of bm25 in system {spec!r}: must be {wanted}")
 
 
 def _system_params(text: str, spec: str) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -339,13 +351,30 @@ class JudgeSpec:
         return self.kind == "llm"
 
     def check(self) -> None:
-        """Fail before any LLM call when a score judge's model folder is missing."""
+        """Fail before any LLM call when a score judge's threshold / margin is out of range (a ranker's threshold in
+        [0, 1], an embedder's in [-1, 1], a margin finite and >= 0), or its model folder is missing, not an
+        exported model, or of the wrong kind (``embedder`` needs a bi-encoder, ``ranker`` a cross-encoder)."""
         if self.kind == "llm":
             return
+        # the score ranges are checked here, not in parse(), so that a recipe can report them in its own terms
+        if self.threshold is not None:
+            _check_judge_score(str(self), self.kind, "threshold", self.threshold)
+        if self.margin is not None:
+            _check_judge_score(str(self), self.kind, "margin", self.margin)
         if self.model is None or not self.model.is_dir():
             raise JudgeSpecError(
                 f"Judge spec {str(self)!r}: {self.model} is not a folder. "
                 "Export a model first with `syntriever export`."
+            )
+        from syntriever_haystack.runtime.metadata import ModelMetadata
+
+        metadata = ModelMetadata.load(self.model)  # a clear error when it is not an exported model
+        expected = "bi-encoder" if self.kind == "embedder" else "cross-encoder"
+        if metadata.kind != expected:
+            other = "ranker" if self.kind == "embedder" else "embedder"
+            raise JudgeSpecError(
+                f"Judge spec {str(self)!r}: {self.model} is a {metadata.kind}, but the {self.kind} judge needs a "
+                f"{expected}; use {other}:{self.model}, or export a {expected}."
             )
 
     def __str__(self) -> str:
@@ -353,6 +382,22 @@ class JudgeSpec:
             return "llm"
         return f"{self.kind}:{self.model}" + _query(
             [("threshold", self.threshold), ("margin", self.margin), ("precision", self.precision)]
+        )
+
+
+def _check_judge_score(text: str, kind: str, key: str, value: float) -> None:
+    """A judge's ``threshold`` lies in the range of its score (a ranker's sigmoid in [0, 1], an embedder's cosine in
+    [-1, 1]); a ``margin`` is a finite score difference >= 0."""
+    if key == "margin":
+        if not math.isfinite(value) or value < 0:
+            raise JudgeSpecError(f"Judge spec {text!r}: margin must be a finite number >= 0, got {value:g}.")
+        return
+    low = 0.0 if kind == "ranker" else -1.0
+    if not math.isfinite(value) or not low <= value <= 1.0:
+        score = "a sigmoid score in [0, 1]" if kind == "ranker" else "a cosine similarity in [-1, 1]"
+        raise JudgeSpecError(
+            f"Judge spec {text!r}: threshold must be a number in [{low:g}, 1] (a {kind} judge's score is {score}), "
+            f"got {value:g}."
         )
 
 

@@ -129,21 +129,39 @@ class BeirDataset:
         )
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a UTF-8 text file; a file that is not UTF-8 (or not readable) is a
+    :class:`DatasetError` naming the file and the fix, not a ``UnicodeDecodeError`` traceback."""
+    line_no = 0
+    try:
+        with path.open(encoding="utf-8-sig") as handle:
+            for line_no, line in enumerate(handle, start=1):
+                yield line_no, line
+    except UnicodeDecodeError as exc:
+        raise DatasetError(
+            f"{path}: not UTF-8 text ({exc.reason} after line {line_no}); BEIR files are UTF-8: convert it, "
+            f"e.g. iconv -f latin1 -t utf-8 {path} > converted, and replace the file."
+        ) from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path} is a folder; a BEIR folder has this as a file.") from None
+    except OSError as exc:
+        raise DatasetError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions.") from None
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(
-                    f"{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.colno}); every line of a BEIR "
-                    "JSONL file must be one JSON object. Fix or delete that line."
-                ) from None
-            if not isinstance(record, dict):
-                raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}.")
-            yield line_no, record
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(
+                f"{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.colno}); every line of a BEIR "
+                "JSONL file must be one JSON object. Fix or delete that line."
+            ) from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}.")
+        yield line_no, record
 
 
 def _record_id(path: Path, line_no: int, record: dict[str, Any]) -> str:
@@ -211,37 +229,36 @@ def read_qrels(path: str | Path, *, stats: Counter[str] | None = None) -> dict[s
     """
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            parts = line.rstrip("\n").split("\t")
-            if len(parts) == 1:
-                parts = line.split()
-            if line_no == 1 and parts[-1].strip().lower() in {"score", "relevance", "rel", "label"}:
-                continue  # header
-            if len(parts) == 4:  # TREC: qid iteration docid rel
-                parts = [parts[0], parts[2], parts[3]]
-            if len(parts) != 3:
-                raise DatasetError(
-                    f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), got "
-                    f"{len(parts)}: {line.strip()[:80]!r}"
-                )
-            query_id, doc_id, raw_score = (p.strip() for p in parts)
-            try:
-                score = int(float(raw_score))
-            except ValueError:
-                raise DatasetError(
-                    f"{path}:{line_no}: relevance {raw_score!r} is not a number; the third column is the graded "
-                    "relevance (0 = not relevant, 1+ = relevant)."
-                ) from None
-            judged = qrels.setdefault(query_id, {})
-            if doc_id in judged:
-                if stats is not None:
-                    stats["duplicate_rows"] += 1
-                    stats["conflicting_grades"] += int(judged[doc_id] != score)
-                score = max(score, judged[doc_id])
-            judged[doc_id] = score
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) == 1:
+            parts = line.split()
+        if line_no == 1 and parts[-1].strip().lower() in {"score", "relevance", "rel", "label"}:
+            continue  # header
+        if len(parts) == 4:  # TREC: qid iteration docid rel
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DatasetError(
+                f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), got "
+                f"{len(parts)}: {line.strip()[:80]!r}"
+            )
+        query_id, doc_id, raw_score = (p.strip() for p in parts)
+        try:
+            score = int(float(raw_score))
+        except ValueError:
+            raise DatasetError(
+                f"{path}:{line_no}: relevance {raw_score!r} is not a number; the third column is the graded "
+                "relevance (0 = not relevant, 1+ = relevant)."
+            ) from None
+        judged = qrels.setdefault(query_id, {})
+        if doc_id in judged:
+            if stats is not None:
+                stats["duplicate_rows"] += 1
+                stats["conflicting_grades"] += int(judged[doc_id] != score)
+            score = max(score, judged[doc_id])
+        judged[doc_id] = score
     if not qrels:
         raise DatasetError(f"{path} has no judgments: a qrels file needs at least one query-id/corpus-id/score row.")
     return qrels

@@ -130,21 +130,41 @@ def _make_splitter(split_by: str, split_length: int, split_overlap: int) -> Any:
     return splitter
 
 
-def _list_files(root: Path, extensions: Sequence[str], recursive: bool) -> tuple[Path, list[Path]]:
-    """(base folder for relative paths, matching files sorted by relative path; hidden paths skipped)."""
+def _list_files(root: Path, extensions: Sequence[str], recursive: bool) -> tuple[Path, list[Path], list[str]]:
+    """(base folder for relative paths, matching files sorted by relative path, skipped links).
+
+    Hidden paths are skipped. A symlinked file is read only when it resolves inside the folder: a link to a file
+    elsewhere (``notes.txt -> /etc/hostname``) would put that file into the corpus. Symlinked folders are never
+    entered: one pointing out of the folder would do the same, one pointing into it reads files twice or loops.
+    Both are returned (relative paths) so the caller warns about them.
+    """
     if root.is_file():
         if root.suffix.lower() not in extensions:
             raise SyntrieverError(f"{root} is not one of the supported file types ({', '.join(extensions)}).")
-        return root.parent, [root]
-    candidates = root.rglob("*") if recursive else root.glob("*")
-    files = [
-        p
-        for p in candidates
-        if p.suffix.lower() in extensions
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    ]
-    return root, sorted(files, key=lambda p: p.relative_to(root).as_posix())
+        return root.parent, [root], []
+    real_root = root.resolve()
+    files: list[Path] = []
+    skipped: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):  # does not follow symlinked folders
+        folder = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            path = folder / name
+            if name.startswith(".") or not path.is_symlink():
+                continue
+            if path.is_dir() and recursive:
+                skipped.append(path.relative_to(root).as_posix() + "/")
+            elif path.suffix.lower() in extensions and not path.resolve().is_relative_to(real_root):
+                skipped.append(path.relative_to(root).as_posix())
+        dirnames[:] = [d for d in dirnames if recursive and not d.startswith(".")]
+        files += [
+            folder / name
+            for name in filenames
+            if not name.startswith(".")
+            and Path(name).suffix.lower() in extensions
+            and (folder / name).is_file()
+            and (folder / name).relative_to(root).as_posix() not in skipped
+        ]
+    return root, sorted(files, key=lambda p: p.relative_to(root).as_posix()), sorted(skipped)
 
 
 def _warn(message: str) -> None:
@@ -190,7 +210,12 @@ def load_documents(
     if not root.exists():
         raise SyntrieverError(f"{root} does not exist; pass a folder (or a file) of {', '.join(exts)} documents.")
     splitter = _make_splitter(split_by, split_length, split_overlap)
-    base, files = _list_files(root, exts, recursive)
+    base, files, outside = _list_files(root, exts, recursive)
+    if outside:
+        _warn(
+            f"skipped {len(outside)} symlink(s) to a file outside {root} or to a folder (never followed): "
+            f"{_examples(outside)}; copy the files into the folder to include them"
+        )
 
     converters: dict[str, Any] = {}
     missing: dict[str, list[str]] = {}

@@ -93,8 +93,17 @@ def _write_sentence_transformers_files(source: SourceModel, out: Path, max_lengt
 def _read_probe_file(path: Path, kind: str) -> list[Any]:
     if not path.is_file():
         raise ExportError(f"Probe file '{path}' does not exist; pass a text file with one probe per line.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"Probe file '{path}' is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8, "
+            f"e.g. iconv -f latin1 -t utf-8 {path} > converted"
+        ) from exc
+    except OSError as exc:
+        raise ExportError(f"Probe file '{path}' cannot be read ({exc.strerror or exc}); check the file.") from exc
     probes: list[Any] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         if kind == "cross-encoder":
@@ -104,6 +113,8 @@ def _read_probe_file(path: Path, kind: str) -> list[Any]:
             probes.append((query, passage))
         else:
             probes.append(line)
+    if not probes:
+        raise ExportError(f"Probe file '{path}' has no probes; write one probe per line (or drop --probe-file).")
     return probes
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata
+from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata, read_model_json
 
 #: ML Commons rejects chunks larger than this (``ModelHelper.CHUNK_SIZE``).
 CHUNK_SIZE = 10_000_000
@@ -160,6 +160,7 @@ def build_bundle(
     :raises ExportedModelError: When the folder is not a usable export or the graph cannot run in ML Commons.
     """
     exported = Path(exported_dir)
+    _check_output(Path(out_zip))
     meta = ModelMetadata.load(exported)
     if precision not in PRECISIONS:
         raise ExportedModelError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
@@ -300,22 +301,44 @@ def _read_config(exported: Path) -> dict[str, Any]:
     path = exported / "config.json"
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ExportedModelError(f"{path} is not valid JSON ({exc}); re-run `syntriever export`.") from exc
+    data = read_model_json(path)
     return data if isinstance(data, dict) else {}
 
 
+def _check_output(out: Path) -> None:
+    """Fail before any work when the zip or its register body cannot be written where asked."""
+    register = out.with_name(f"{out.stem}.ml-commons.json")
+    for path, what in ((out, "OUT.zip"), (register, "the register body")):
+        if path.is_dir():
+            raise ExportedModelError(
+                f"{path} is a folder; {what} is a file: pass a zip path such as {path / 'model.zip'}"
+                if path == out
+                else f"{path} is a folder, and the register body is written there; remove it or choose another OUT.zip"
+            )
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExportedModelError(f"{parent} is a file, so {out} cannot be created in it; choose another path.")
+            break
+
+
 def _write_zip(path: Path, files: dict[str, bytes]) -> None:
+    """Write the zip through a hidden ``.partial`` file renamed into place; nothing is left behind on failure."""
     tmp = path.with_name(f".{path.name}.partial")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for arcname, payload in files.items():
-            info = zipfile.ZipInfo(arcname, date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            archive.writestr(info, payload)
-    tmp.replace(path)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for arcname, payload in files.items():
+                info = zipfile.ZipInfo(arcname, date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                archive.writestr(info, payload)
+        tmp.replace(path)
+    except OSError as exc:
+        raise ExportedModelError(
+            f"could not write {path}: {exc.strerror or exc}; choose a writable file path."
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------- graph

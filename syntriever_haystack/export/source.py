@@ -52,11 +52,44 @@ class SourceModel:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ExportError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}), so not a JSON file of a saved model. "
+            "Download or save the model again."
+        ) from exc
+    except OSError as exc:
+        raise ExportError(
+            f"{path} cannot be read ({exc.strerror or exc}); check the file and its permissions."
+        ) from exc
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path} is not valid JSON: {exc}. Fix or re-save the model.") from exc
     if not isinstance(data, dict | list):
         raise ExportError(f"{path} does not hold a JSON object.")
     return data  # type: ignore[return-value]
+
+
+def _check_safetensors(path: Path) -> None:
+    """Fail fast, naming the file, when ``path`` exists but is not a safetensors file (its header is an 8-byte
+    little-endian length, then that many bytes of JSON)."""
+    if not path.exists():
+        return
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            size = int.from_bytes(head, "little") if len(head) == 8 else -1
+            total = path.stat().st_size
+            header = json.loads(handle.read(size).decode("utf-8")) if 2 <= size <= total - 8 else None
+    except OSError as exc:
+        raise ExportError(
+            f"{path} cannot be read ({exc.strerror or exc}); check the file and its permissions."
+        ) from exc
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise ExportError(
+            f"{path} is damaged or not a safetensors file (its header does not parse); "
+            "download or save the model again."
+        )
 
 
 def _lengths(values: dict[str, Any]) -> dict[str, int]:
@@ -160,6 +193,13 @@ def inspect_source(path: str | Path, *, kind: str | None = None, max_length: int
                 f"Cross-encoder '{src}' has {num_labels} labels; SyntrieverRanker needs exactly 1 relevance logit. "
                 "Re-train or re-save the model with num_labels=1."
             )
+
+    if kind == "bi-encoder" and is_classifier and not modules:
+        raise ExportError(
+            f"'{src}' is a cross-encoder (a sequence-classification model without sentence-transformers modules), "
+            "not a bi-encoder. Export it with --kind cross-encoder (or without --kind)."
+        )
+    _check_safetensors(transformer_dir / "model.safetensors")
 
     info = SourceModel(path=src, kind=kind, transformer_dir=transformer_dir, config=config, max_length=0)
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.specs import JudgeSpec, LLMSpec, SpecError, SystemSpec
+from syntriever_haystack.flow.recipe_checks import SYSTEM_ALIASES, RecipeError
+from syntriever_haystack.flow.recipe_checks import Problems as _Problems
+from syntriever_haystack.flow.recipe_checks import validate as _validate
 
 __all__ = [
     "SYSTEM_ALIASES",
@@ -49,26 +49,6 @@ __all__ = [
     "recipe_from_dict",
     "recipe_to_dict",
 ]
-
-# Names the ``evaluate.systems`` list may use besides raw ``syntriever evaluate`` SPECs.
-SYSTEM_ALIASES = {
-    "bm25": "BM25 over the evaluation corpus",
-    "zero-shot": "the base model, exported to ONNX, untrained",
-    "trained": "the trained retriever (stage 1, or stage 2 when enabled)",
-    "hybrid": "BM25 + the trained retriever, reciprocal rank fusion (what the query pipeline serves)",
-    "hybrid+rerank": "the hybrid top rerank_depth reranked by the trained reranker (the reranked query pipeline)",
-    "zero-shot+rerank": "the base model's top rerank_depth reranked by the trained reranker",
-    "trained+rerank": "the trained retriever's top rerank_depth reranked by the trained reranker",
-    "bm25+rerank": "BM25's top rerank_depth reranked by the trained reranker",
-}
-
-
-class RecipeError(SyntrieverError, ValueError):
-    """A recipe is invalid: one ``key: problem; fix`` line, or a ``- key: ...`` line per problem (``problems``)."""
-
-    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems = list(problems) or [message]
 
 
 # --------------------------------------------------------------------------------------------------- sections
@@ -468,9 +448,16 @@ def load_recipe(path: str | Path | None = None, *, overrides: Mapping[str, Any] 
             raise RecipeError(f"recipe {path} not found; print the default recipe with `syntriever recipe dump`.")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise RecipeError(
+                f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the recipe as UTF-8, "
+                f"e.g. iconv -f latin1 -t utf-8 {path} > fixed.yaml"
+            ) from None
+        except OSError as exc:
+            raise RecipeError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions") from None
         except yaml.YAMLError as exc:
-            raise RecipeError(f"{path}: invalid YAML: {exc}") from None
-    if overrides:
+            raise RecipeError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from None
+    if overrides and isinstance(data, Mapping):
         data = _merge(dict(data), overrides)
     try:
         return recipe_from_dict(data)
@@ -491,110 +478,3 @@ def dump_recipe(recipe: Recipe, *, header: str | None = None) -> str:
 
     text = yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True, width=110)
     return (header.rstrip() + "\n" if header else "") + text
-
-
-# ---------------------------------------------------------------------------------------------- validation
-class _Problems(list[str]):
-    """The problems found so far: a check adds its message instead of raising, so one error lists them all."""
-
-    def check(self, condition: bool, message: str) -> None:
-        if not condition:
-            self.append(message)
-
-    def parses(self, key: str, parse: Callable[[], object]) -> None:
-        """Parse a spec value once while loading, so a bad one fails before anything runs, naming its key."""
-        try:
-            parse()
-        except SpecError as error:
-            self.append(f"{key}: {error}")
-
-    def error(self, where: str = "") -> RecipeError:
-        """One error: a single problem as it is, several one per line; prefixed by ``where`` (the file)."""
-        lead = f"{where}: " if where else ""
-        if len(self) > 1:
-            lead += f"{len(self)} problems in the recipe, fix them all:\n- "
-        return RecipeError(lead + "\n- ".join(self), problems=self)
-
-
-# Numeric settings by the bound they need, named as in the recipe (so the message names the key that was read).
-_POSITIVE_OR_NULL = """dataset.max_train_queries evaluate.corpus_sample evaluate.max_queries train.threads
-    train.retriever.max_steps train.stage2.max_steps train.reranker.max_steps""".split()
-_ZERO_OR_MORE = ["generate.retriever_queries", "generate.reranker_passages"]
-_POSITIVE = """llm.concurrency llm.max_tokens generate.queries_per_passage generate.reranker_candidates
-    generate.preferences.queries train.retriever.batch_size train.stage2.batch_size train.reranker.batch_size
-    serve.top_k evaluate.rerank_depth""".split()
-_POSITIVE_EPOCHS = ["train.retriever.epochs", "train.stage2.epochs", "train.reranker.epochs"]
-
-
-def _validate(recipe: Recipe) -> _Problems:
-    """Every cross-field problem of ``recipe`` (empty: valid)."""
-    gen, train, ev, llm = recipe.generate, recipe.train, recipe.evaluate, recipe.llm
-    problems = _Problems()
-    _check, _parses = problems.check, problems.parses
-    _parses("llm.spec", lambda: LLMSpec.parse(llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env))
-    if gen.judge not in ("embedder", "reranker"):
-        _parses("generate.judge", lambda: JudgeSpec.parse(gen.judge, purpose="relevance"))
-    if gen.preferences.judge not in ("embedder", "reranker"):
-        _parses("generate.preferences.judge", lambda: JudgeSpec.parse(gen.preferences.judge, purpose="preference"))
-    _parses("generate.candidate_retriever", lambda: SystemSpec.parse(gen.candidate_retriever))
-    for name in recipe.evaluate.systems:
-        if ":" in name:
-            _parses("evaluate.systems", functools.partial(SystemSpec.parse, name))
-    _check(bool(recipe.dataset.path.strip()), "dataset.path: empty; give a BEIR folder or a BEIR name (scifact)")
-
-    def value(key: str) -> Any:  # value("train.threads") is recipe.train.threads
-        return functools.reduce(getattr, key.split("."), recipe)
-
-    for key in _POSITIVE_OR_NULL:
-        _check(value(key) is None or value(key) > 0, f"{key}: must be a positive integer or null, got {value(key)}")
-    for key in _ZERO_OR_MORE:
-        _check(value(key) >= 0, f"{key}: must be 0 or more, got {value(key)}")
-    for key in _POSITIVE:
-        _check(value(key) > 0, f"{key}: must be a positive integer, got {value(key)}")
-    _check(
-        gen.preferences.top_k >= 2,
-        f"generate.preferences.top_k: needs 2 or more candidates, got {gen.preferences.top_k}",
-    )
-    _check(train.reranker.group_size >= 2, "train.reranker.group_size: 1 positive + at least 1 negative: use 2 or more")
-    for key in _POSITIVE_EPOCHS:
-        _check(value(key) > 0, f"{key}: must be positive, got {value(key)}")
-    _check(0 <= train.retriever.dev_fraction < 1, "train.retriever.dev_fraction: use a fraction in [0, 1)")
-    _check(
-        gen.retriever_queries > 0 or train.retriever.add_gold_pairs,
-        "stage 1 has nothing to train on: set generate.retriever_queries > 0 or train.retriever.add_gold_pairs: true",
-    )
-    if train.stage2.enabled:
-        _check(
-            train.stage2.loss == "plackett_luce" or train.stage2.kl_weight == 0,
-            "train.stage2.kl_weight: the KL term belongs to the plackett_luce loss; set it to 0 for bradley_terry",
-        )
-        _check(train.stage2.kl_weight >= 0, "train.stage2.kl_weight: must be 0 or more")
-        _check(
-            gen.preferences.judge != "reranker" or train.reranker.enabled,
-            "generate.preferences.judge is 'reranker' but train.reranker.enabled is false; enable the reranker or "
-            "use judge: llm | embedder",
-        )
-    if recipe.serve.store == "opensearch":
-        _check(bool(recipe.serve.url), "serve.url: the opensearch store needs a URL, e.g. http://localhost:9200")
-    if recipe.serve.reranker == "always":
-        _check(train.reranker.enabled, "serve.reranker is 'always' but train.reranker.enabled is false")
-    _check(bool(ev.systems), "evaluate.systems: list at least one system, e.g. [bm25, zero-shot, trained]")
-    _check(len(set(ev.systems)) == len(ev.systems), f"evaluate.systems: a system is listed twice: {ev.systems}")
-    for name in ev.systems:
-        if ":" in name:
-            continue  # a raw SPEC: checked by the evaluation before any work
-        _check(
-            name in SYSTEM_ALIASES,
-            f"evaluate.systems: unknown system {name!r}; use one of {', '.join(SYSTEM_ALIASES)} or a SPEC "
-            "(dense:DIR, bm25+rerank:DIR, ...)",
-        )
-        _check(
-            not name.endswith("+rerank") or train.reranker.enabled,
-            f"evaluate.systems: {name!r} needs the reranker; enable train.reranker or drop it from the list",
-        )
-    _check(
-        ev.baseline in ev.systems,
-        f"evaluate.baseline: {ev.baseline!r} is not in evaluate.systems ({', '.join(ev.systems)})",
-    )
-    _check(bool(ev.metrics), "evaluate.metrics: list at least one metric, e.g. [nDCG@10, R@100, RR@10]")
-    return problems

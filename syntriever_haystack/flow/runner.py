@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 import uuid
 from collections.abc import Sequence
@@ -115,6 +116,7 @@ class FlowRunner:
             if name not in STEP_NAMES:
                 raise FlowError(f"unknown step {name!r}; steps: {', '.join(STEP_NAMES)}")
         ctx = self.context
+        created = not self.out.exists()  # a run that fails on a bad input before any step finished leaves nothing
         self.out.mkdir(parents=True, exist_ok=True)
         ctx.layout.stamps.mkdir(parents=True, exist_ok=True)
         ctx.layout.recipe_yaml.write_text(
@@ -137,6 +139,10 @@ class FlowRunner:
                     break
             summary.complete = until is None or until == self.steps[-1].name
         except BaseException as exc:
+            finished = any(r.status in ("ran", "resumed", "skipped") for r in summary.steps)
+            if created and not finished and isinstance(exc, Exception):
+                shutil.rmtree(self.out, ignore_errors=True)  # no stamps / flow.json of a run that never started
+                raise
             summary.steps.append(
                 StepRecord(self._current, "failed", time.perf_counter() - self._started, reason=str(exc))
             )

@@ -61,7 +61,20 @@ class PriceTable:
         file = Path(path)
         if not file.is_file():
             raise SyntrieverError(f"Price file {file} does not exist.")
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise SyntrieverError(
+                f"Price file {file} is not UTF-8 text (byte {error.start}): save it as UTF-8 JSON or YAML."
+            ) from None
+        except yaml.YAMLError as error:
+            problem = str(getattr(error, "problem", None) or error).splitlines()[0]
+            raise SyntrieverError(
+                f"Price file {file} is not valid JSON/YAML ({problem}): fix it, e.g. "
+                '{"gpt-4o-mini": {"input": 0.15, "output": 0.6}}.'
+            ) from None
+        except OSError as error:
+            raise SyntrieverError(f"Cannot read price file {file} ({error.strerror or error}).") from None
         if not isinstance(data, Mapping):
             raise SyntrieverError(f"Price file {file} must map model names to {{input: ..., output: ...}}.")
         table = cls()
@@ -82,6 +95,7 @@ class StepCounts:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    errors: int = 0  # calls that got no answer (an HTTP error, a timeout, a dropped connection)
 
 
 class Accounting:
@@ -90,6 +104,8 @@ class Accounting:
     ``calls`` are requests that reached the LLM (retries included), ``cache_hits`` answers served from the
     cache, ``failures`` requests or answers given up on, by cause (``rate_limited``, ``timeout``,
     ``http_500``, ``malformed_json``, ``not_yes_no``, ...), ``retries`` re-sent requests by cause.
+    ``stopped`` is set when a failure no retry can fix (401/403/404, an unreachable server) stopped the run; the
+    requests given up on without being sent are counted in ``not_sent`` (and in ``failures``, by that cause).
     """
 
     def __init__(self, prices: PriceTable | None = None) -> None:
@@ -100,6 +116,8 @@ class Accounting:
         self.items: Counter[str] = Counter()
         self.filtered: Counter[str] = Counter()
         self.saved_usd = 0.0
+        self.not_sent = 0
+        self.stopped: dict[str, str] | None = None
         self.started = time.time()
         self._lock = threading.Lock()
 
@@ -127,7 +145,22 @@ class Accounting:
     def record_attempt_failure(self, step: str) -> None:
         """A request that reached the server but failed (counted as a call, no tokens)."""
         with self._lock:
-            self._step(step).calls += 1
+            counts = self._step(step)
+            counts.calls += 1
+            counts.errors += 1
+
+    def stop(self, cause: str, message: str) -> None:
+        """Record the failure that stopped the run (the first one wins)."""
+        with self._lock:
+            if self.stopped is None:
+                self.stopped = {"cause": cause, "message": message}
+
+    def skip(self, step: str, cause: str) -> None:
+        """A request given up on without sending it, because the run was stopped by ``cause``."""
+        with self._lock:
+            self._step(step)
+            self.not_sent += 1
+            self.failures[cause] += 1
 
     def fail(self, cause: str) -> None:
         with self._lock:
@@ -154,6 +187,11 @@ class Accounting:
         return sum(s.cache_hits for s in self.steps.values())
 
     @property
+    def answers(self) -> int:
+        """Requests that got an answer: from the LLM (calls minus errors) or from the cache."""
+        return sum(s.calls - s.errors + s.cache_hits for s in self.steps.values())
+
+    @property
     def cost_usd(self) -> float:
         return sum(s.cost_usd for s in self.steps.values())
 
@@ -173,6 +211,7 @@ class Accounting:
         steps = {
             name: {
                 "calls": s.calls,
+                "errors": s.errors,
                 "cache_hits": s.cache_hits,
                 "prompt_tokens": s.prompt_tokens,
                 "completion_tokens": s.completion_tokens,
@@ -182,6 +221,7 @@ class Accounting:
         }
         return {
             "calls": self.calls,
+            "errors": sum(s.errors for s in self.steps.values()),
             "cache_hits": self.cache_hits,
             "prompt_tokens": sum(s.prompt_tokens for s in self.steps.values()),
             "completion_tokens": sum(s.completion_tokens for s in self.steps.values()),
@@ -191,6 +231,8 @@ class Accounting:
             "failures": dict(self.failures),
             "items": dict(self.items),
             "filtered": dict(self.filtered),
+            "not_sent": self.not_sent,
+            "stopped": dict(self.stopped) if self.stopped else None,
             "steps": steps,
             "elapsed_s": round(elapsed, 3),
             "calls_per_s": round(self.calls / elapsed, 3) if elapsed > 0 else None,
@@ -222,12 +264,121 @@ class Accounting:
         ):
             if counter:
                 lines += ["", f"**{heading}:** " + ", ".join(f"{k} {v}" for k, v in sorted(counter.items()))]
+        if self.stopped:
+            lines += [
+                "",
+                f"**Stopped early:** {self.stopped['cause']} ({self.not_sent} requests not sent): "
+                f"{self.stopped['message']}",
+            ]
         return "\n".join(lines) + "\n"
 
     def write(self, directory: str | Path, *, extra: Mapping[str, Any] | None = None) -> None:
-        """``summary.json`` and ``summary.md`` in ``directory``."""
+        """``summary.json`` and ``summary.md`` in ``directory``.
+
+        The top-level counters are this run's; a rerun into the same folder keeps the earlier runs' accounting:
+        ``runs`` lists every run's counters (oldest first) and ``total`` adds them up (calls, tokens, cost,
+        failures, ... of all runs of the folder).
+        """
         folder = Path(directory)
         folder.mkdir(parents=True, exist_ok=True)
-        data = {**(extra or {}), **self.summary()}
-        (folder / "summary.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (folder / "summary.md").write_text(self.to_markdown(), encoding="utf-8")
+        path = folder / "summary.json"
+        run = self.summary()
+        entry = {
+            "started": _iso(self.started),
+            "finished": _iso(time.time()),
+            **{k: run[k] for k in _RUN_KEYS if k in run},
+        }
+        runs = [*_previous_runs(path), entry]
+        data = {**(extra or {}), **run, "runs": runs, "total": _total(runs)}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        markdown = self.to_markdown()
+        if len(runs) > 1:
+            total = data["total"]
+            markdown += (
+                f"\nAll {len(runs)} runs of this folder: {total['calls']} calls, {total['cache_hits']} cache hits, "
+                f"{total['prompt_tokens']} tokens in, {total['completion_tokens']} tokens out, "
+                f"${total['cost_usd']:.4f}"
+                + (
+                    "; failures: " + ", ".join(f"{k} {v}" for k, v in sorted(total["failures"].items()))
+                    if total["failures"]
+                    else ""
+                )
+                + ".\n"
+            )
+        (folder / "summary.md").write_text(markdown, encoding="utf-8")
+
+
+# the counters of one run kept in summary.json's "runs"; numbers are added up in "total", counters merged
+_RUN_KEYS = (
+    "calls",
+    "errors",
+    "cache_hits",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "cost_saved_by_cache_usd",
+    "not_sent",
+    "elapsed_s",
+    "retries",
+    "failures",
+    "items",
+    "filtered",
+    "stopped",
+    "steps",
+)
+_COUNTERS = ("retries", "failures", "items", "filtered")
+
+
+def _iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _previous_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs recorded in an existing ``summary.json`` (one entry for a summary written before ``runs``)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        # unreadable: keep it next to the new one rather than silently dropping its accounting
+        path.replace(path.with_name(path.stem + f".unreadable-{int(time.time())}.json"))
+        return []
+    if not isinstance(data, dict):
+        return []
+    runs = data.get("runs")
+    if isinstance(runs, list):
+        return [r for r in runs if isinstance(r, dict)]
+    if "calls" in data:  # written by a version without per-run entries: its top level is that one run
+        return [{k: data[k] for k in _RUN_KEYS if k in data}]
+    return []
+
+
+def _add(total: dict[str, Any], entry: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = entry.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            total[key] = total.get(key, 0) + value
+
+
+def _total(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Numbers added up and counters merged over ``runs``."""
+    numbers = tuple(k for k in _RUN_KEYS if k not in (*_COUNTERS, "stopped", "steps"))
+    total: dict[str, Any] = {"runs": len(runs), **dict.fromkeys(numbers, 0)}
+    counters: dict[str, Counter[str]] = {k: Counter() for k in _COUNTERS}
+    steps: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        _add(total, run, numbers)
+        for key in _COUNTERS:
+            if isinstance(run.get(key), dict):
+                counters[key].update({k: v for k, v in run[key].items() if isinstance(v, int)})
+        for name, counts in (run.get("steps") or {}).items():
+            if isinstance(counts, dict):
+                _add(steps.setdefault(name, {}), counts, tuple(counts))
+    for key in ("cost_usd", "cost_saved_by_cache_usd", "elapsed_s"):
+        total[key] = round(total[key], 6)
+    for counts in steps.values():
+        if "cost_usd" in counts:
+            counts["cost_usd"] = round(counts["cost_usd"], 6)
+    return {**total, **{k: dict(v) for k, v in counters.items()}, "steps": dict(sorted(steps.items()))}

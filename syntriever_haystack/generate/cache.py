@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.generate.records import utc_now
 
 SCHEMA_VERSION = 1
@@ -44,6 +45,36 @@ def cache_key(model: str, messages: Iterable[Mapping[str, Any]], params: Mapping
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+_CACHE_FIX = "pass another file with --cache, or move this one away (a new cache is created)."
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class CacheError(SyntrieverError):
+    """The response cache file cannot be used (a folder, not a SQLite database, unreadable)."""
+
+
+def check_cache_file(path: str | Path) -> None:
+    """Fail, creating nothing, when ``path`` cannot be a response cache: a folder, or an existing non-empty file
+    that is not a SQLite database. A missing file is fine (it is created on first use).
+
+    :raises CacheError: Naming the file and the fix.
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise CacheError(f"The response cache {file} is a folder, not a file: {_CACHE_FIX}")
+    if file.parent.exists() and not file.parent.is_dir():
+        raise CacheError(f"The response cache {file} is inside {file.parent}, which is a file: {_CACHE_FIX}")
+    if not file.exists():
+        return
+    try:
+        with file.open("rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise CacheError(f"Cannot read the response cache {file} ({error.strerror or error}): {_CACHE_FIX}") from None
+    if header and header != _SQLITE_HEADER:
+        raise CacheError(f"The response cache {file} is not a SQLite database: {_CACHE_FIX}")
+
+
 class ResponseCache:
     """Thread-safe SQLite response store.
 
@@ -53,17 +84,27 @@ class ResponseCache:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
+            check_cache_file(self.path)
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        if self.path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS responses ("
-            " key TEXT PRIMARY KEY, model TEXT NOT NULL, prompt TEXT, created TEXT NOT NULL,"
-            " request TEXT NOT NULL, response TEXT NOT NULL)"
-        )
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as error:
+            raise CacheError(f"Cannot open the response cache {self.path} ({error}): {_CACHE_FIX}") from None
+        try:
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                " key TEXT PRIMARY KEY, model TEXT NOT NULL, prompt TEXT, created TEXT NOT NULL,"
+                " request TEXT NOT NULL, response TEXT NOT NULL)"
+            )
+        except sqlite3.Error as error:
+            self._db.close()
+            raise CacheError(
+                f"The response cache {self.path} is not a usable SQLite database ({error}): {_CACHE_FIX}"
+            ) from None
 
     def get(self, key: str) -> CachedResponse | None:
         with self._lock:

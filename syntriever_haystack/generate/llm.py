@@ -22,6 +22,7 @@ import asyncio
 import email.utils
 import functools
 import inspect
+import json
 import random
 import time
 from collections.abc import Awaitable, Mapping, Sequence
@@ -38,6 +39,18 @@ from syntriever_haystack.generate.cache import ResponseCache, cache_key
 from syntriever_haystack.generate.parsing import ParseFailure, parse_answer
 from syntriever_haystack.generate.prompts import PromptTemplate
 from syntriever_haystack.generate.ratelimit import RateLimiter
+
+# (setting, accepted type, allowed range) checked by LLMSettings; the CLI's argument types enforce the same ranges
+_SETTING_RANGES: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("concurrency", int, "an integer >= 1"),
+    ("requests_per_minute", (int, float), "a number > 0, or None"),
+    ("tokens_per_minute", (int, float), "a number > 0, or None"),
+    ("max_retries", int, "an integer >= 0"),
+    ("backoff_initial_s", (int, float), "a number >= 0"),
+    ("backoff_max_s", (int, float), "a number >= 0"),
+    ("request_timeout_s", (int, float), "a number > 0, or None"),
+    ("parse_retries", int, "an integer >= 0"),
+)
 
 
 @dataclass
@@ -69,6 +82,19 @@ class LLMSettings:
     structured_output: bool = False
     max_tokens_param: str = "max_tokens"
     generation_kwargs: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        """Reject values that would fail later (a traceback deep in the client) or silently do nothing."""
+        problems = []
+        for name, kind, allowed in _SETTING_RANGES:
+            value = getattr(self, name)
+            if value is None and "None" in allowed:
+                continue
+            typed = isinstance(value, kind) and not isinstance(value, bool)
+            if not typed or not (value > 0 if "> 0" in allowed else value >= (1 if ">= 1" in allowed else 0)):
+                problems.append(f"{name} must be {allowed} (got {value!r})")
+        if problems:
+            raise ValueError("Invalid LLM settings: " + "; ".join(problems) + ".")
 
 
 @dataclass(frozen=True)
@@ -146,10 +172,21 @@ def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
         return max(when.timestamp() - time.time(), 0.0)
 
 
+# Causes after which no further request can succeed (the key, the permission or the model/URL is wrong): the first
+# one stops the run's remaining requests instead of spending the budget on the same answer.
+FATAL_CAUSES = frozenset({"http_401", "http_403", "http_404"})
+
+
 def classify_error(error: BaseException) -> tuple[bool, str, float | None]:
     """``(retryable, cause, retry_after_s)`` for an exception raised by a generator."""
     if isinstance(error, asyncio.TimeoutError | TimeoutError):
         return True, "timeout", None
+    if isinstance(error, json.JSONDecodeError):
+        # a 200 whose body is not JSON (a proxy's error page, a cut connection): transient, like a 502
+        return True, "bad_response", None
+    if isinstance(error, AssertionError) and "Unexpected response type" in str(error):
+        # the same with a non-JSON content type: the openai client hands back text, Haystack's generator asserts
+        return True, "bad_response", None
     name = type(error).__name__
     status = getattr(error, "status_code", None)
     response = getattr(error, "response", None)
@@ -165,6 +202,8 @@ def classify_error(error: BaseException) -> tuple[bool, str, float | None]:
         return True, "timeout", None
     if "Connection" in name or "RemoteProtocol" in name:
         return True, "connection", None
+    if name == "APIResponseValidationError":
+        return True, "bad_response", None
     return False, f"error:{name}", None
 
 
@@ -228,6 +267,8 @@ class LLMClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._cooldown_until = 0.0
         self._warmed = False
+        self._stopped: LLMCallError | None = None  # the failure that stopped the run's remaining requests
+        self._answered = 0  # responses received (a server that answered once is reachable)
 
     @classmethod
     def open(
@@ -275,7 +316,12 @@ class LLMClient:
 
     def warm_up(self) -> None:
         if not self._warmed and self.mode == "live" and hasattr(self.generator, "warm_up"):
-            self.generator.warm_up()
+            try:
+                self.generator.warm_up()
+            except ValueError as error:  # a local model file that cannot be loaded: one line, not a traceback
+                if isinstance(error, SyntrieverError):
+                    raise
+                raise SyntrieverError(f"--llm {self.model}: {error}") from error
         self._warmed = True
 
     def request_kwargs(
@@ -308,6 +354,18 @@ class LLMClient:
         """Sleep until a server-requested pause (``Retry-After``) has expired; it may be extended meanwhile."""
         while (wait := self._cooldown_until - time.monotonic()) > 0:
             await asyncio.sleep(wait)
+
+    @property
+    def stopped(self) -> LLMCallError | None:
+        """The failure (401/403/404, or an unreachable server) that made the client stop sending, if any."""
+        return self._stopped
+
+    def _check_stopped(self, step: str) -> None:
+        """Fail a request without sending it once the run was stopped by a failure no retry can fix."""
+        stopped = self._stopped
+        if stopped is not None:
+            self.accounting.skip(step, stopped.cause)
+            raise LLMCallError(stopped.cause, f"not sent: {stopped}")
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.settings.backoff_max_s, self.settings.backoff_initial_s * (2**attempt))
@@ -344,11 +402,13 @@ class LLMClient:
             kwargs.get(self.settings.max_tokens_param, kwargs.get("max_tokens", 256))
         )
         for attempt in range(self.settings.max_retries + 1):
+            self._check_stopped(step)
             await self._wait_for_cooldown()
             handle = await limiter.acquire(estimate)
             async with semaphore:
                 # a 429 with Retry-After may have arrived while this request waited for the limiter or a slot
                 await self._wait_for_cooldown()
+                self._check_stopped(step)
                 try:
                     reply = await self._invoke(list(messages), dict(kwargs))
                 except Exception as error:
@@ -360,13 +420,19 @@ class LLMClient:
                     self.accounting.record_attempt_failure(step)
                     if not retryable or attempt == self.settings.max_retries:
                         self.accounting.fail(cause)
-                        raise LLMCallError(cause, f"LLM request failed ({cause}): {error}") from error
+                        failure = LLMCallError(cause, f"LLM request failed ({cause}): {error}")
+                        unreachable = cause == "connection" and self._answered == 0
+                        if self._stopped is None and (cause in FATAL_CAUSES or unreachable):
+                            self._stopped = failure
+                            self.accounting.stop(cause, str(error))
+                        raise failure from error
                     self.accounting.retry(cause)
                     delay = retry_after if retry_after is not None else self._backoff(attempt)
                     if retry_after is not None:
                         self._cooldown_until = max(self._cooldown_until, time.monotonic() + retry_after)
                     reply = None
                 else:
+                    self._answered += 1
                     meta = dict(reply.meta) if reply is not None else {}
                     usage = {k: int(v) for k, v in (meta.get("usage") or {}).items() if isinstance(v, int | float)}
                     limiter.settle(handle, usage.get("total_tokens", estimate))

@@ -350,7 +350,14 @@ def load_prompts(overrides: str | Path | Mapping[str, Mapping[str, Any]] | None 
         path = Path(overrides)
         if not path.is_file():
             raise PromptError(f"Prompt file {path} does not exist; pass a YAML or JSON file of name → fields.")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise PromptError(
+                f"Prompt file {path} is not UTF-8 text (byte {error.start}): save it as UTF-8 YAML or JSON."
+            ) from None
+        except OSError as error:
+            raise PromptError(f"Cannot read prompt file {path} ({error.strerror or error}).") from None
         import yaml
 
         try:
@@ -364,12 +371,17 @@ def load_prompts(overrides: str | Path | Mapping[str, Mapping[str, Any]] | None 
         if name not in prompts:
             raise PromptError(f"Unknown prompt {name!r} in overrides; known prompts: {sorted(prompts)}.")
         base = prompts[name]
+        if not isinstance(fields, Mapping):
+            raise PromptError(f"Prompt {name!r}: the override must be a mapping of field → value.")
         fields = dict(fields)
         unknown = set(fields) - set(base.to_dict())
         if unknown:
             raise PromptError(f"Prompt {name!r}: unknown fields {sorted(unknown)}; allowed: {sorted(base.to_dict())}.")
         if "examples" in fields:
-            fields["examples"] = tuple(FewShotExample(**e) for e in fields["examples"])
+            try:
+                fields["examples"] = tuple(FewShotExample(**e) for e in fields["examples"])
+            except TypeError as error:
+                raise PromptError(f"Prompt {name!r}: bad examples ({error}).") from None
         if "version" not in fields:
             fields["version"] = f"{base.version}+custom"
         updated = replace(base, **fields)

@@ -45,6 +45,7 @@ __all__ = [
     "RerankerNegative",
     "RerankerPositive",
     "RetrieverExample",
+    "read_records",
     "stable_id",
     "utc_now",
 ]
@@ -278,7 +279,8 @@ class JsonlStore:
                     continue  # finished in an earlier run
                 store.append(make_example(query_id, query))
 
-    :param path: The JSONL file (created with its parent folders if missing).
+    :param path: The JSONL file (created with its parent folders if missing: the store is for *writing*; read an
+        input file with :func:`read_records`, which never creates anything).
     :param fsync: ``fsync`` after every append (the default; turn off only for throw-away data).
     """
 
@@ -500,3 +502,33 @@ class JsonlStore:
                 ) from None
             self.ids.add(record_id)
             return True
+
+
+def read_records(path: str | Path, *, what: str = "input file") -> list[dict[str, Any]]:
+    """The records of an existing JSONL file, read only: nothing is created, locked, repaired or truncated.
+
+    A torn final line (a run killed while appending) is left out; any other unreadable line is an error naming
+    ``file:line``, as in :class:`JsonlStore`.
+
+    :param what: How the error names the file (e.g. ``"--queries-file"``).
+    :raises JsonlStoreError: ``path`` does not exist, is not a file, or holds an invalid line.
+    """
+    file = Path(path)
+    if not file.is_file():
+        problem = "is a folder, not a JSONL file" if file.is_dir() else "does not exist"
+        raise JsonlStoreError(f"{what} {file} {problem}: check the path.")
+    reader = JsonlStore(file)  # only for its line parsing; never opened
+    records: list[dict[str, Any]] = []
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise JsonlStoreError(f"cannot read {what} {file}: {exc.strerror or exc}.") from None
+    lines = data.splitlines(keepends=True)
+    for line_no, raw in enumerate(lines, start=1):
+        if not raw.endswith(b"\n") and line_no == len(lines):
+            record = reader._parse_tail(raw)  # a torn final line is skipped, a complete one kept
+        else:
+            record = reader._parse_line(raw, line_no)
+        if record is not None:
+            records.append(record)
+    return records

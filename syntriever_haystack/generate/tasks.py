@@ -29,7 +29,7 @@ from syntriever_haystack.generate.judges import preference_judge, relevance_judg
 from syntriever_haystack.generate.llm import LLMClient
 from syntriever_haystack.generate.preferences import CandidateSet, PreferenceGenerator
 from syntriever_haystack.generate.prompts import PromptTemplate, load_prompts
-from syntriever_haystack.generate.records import JsonlStore
+from syntriever_haystack.generate.records import read_records
 from syntriever_haystack.generate.reranker_data import QUERY_TYPES, PassageItem, RerankerDataGenerator
 from syntriever_haystack.generate.retriever_data import QueryItem, RetrieverDataGenerator
 from syntriever_haystack.specs import JudgeSpec
@@ -98,23 +98,23 @@ def synthetic_query_items(
 ) -> list[QueryItem]:
     """Fully synthetic setting: the accepted queries of a reranker run (queries.jsonl), source passage as gold."""
     items = []
-    with JsonlStore(queries_file) as store:
-        for record in store.records():
-            if record.get("kind") != "query":
-                raise SyntrieverError(
-                    f"{key}: {queries_file} holds {record.get('kind')!r} records; pass the queries.jsonl written by "
-                    "`syntriever generate reranker`."
-                )
-            if record.get("rejected"):
-                continue
-            source = record["source_doc_id"]
-            if source not in corpus:
-                raise SyntrieverError(
-                    f"Query {record['id']} comes from document {source!r}, not in --dataset's corpus."
-                )
-            items.append(
-                QueryItem(record["id"], record["query"], ((source, corpus[source].model_text(include_title)),))
+    for record in read_records(queries_file, what=key):  # read only: the file and its folder are never created
+        if record.get("kind") != "query":
+            raise SyntrieverError(
+                f"{key}: {queries_file} holds {record.get('kind')!r} records; pass the queries.jsonl written by "
+                "`syntriever generate reranker`."
             )
+        if record.get("rejected"):
+            continue
+        source = record.get("source_doc_id")
+        if not isinstance(source, str) or not isinstance(record.get("query"), str) or "id" not in record:
+            raise SyntrieverError(
+                f"{key}: {queries_file} has a query record without id / query / source_doc_id; pass the "
+                "queries.jsonl written by `syntriever generate reranker`."
+            )
+        if source not in corpus:
+            raise SyntrieverError(f"Query {record['id']} comes from document {source!r}, not in --dataset's corpus.")
+        items.append(QueryItem(record["id"], record["query"], ((source, corpus[source].model_text(include_title)),)))
     return items
 
 

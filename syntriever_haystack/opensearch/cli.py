@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args
+from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args, int_at_least
 from syntriever_haystack.paths import cache_root
 
 if TYPE_CHECKING:
@@ -103,6 +104,26 @@ def _check_index_flags(args: argparse.Namespace, kind: str) -> None:
         raise SyntrieverError("files are always split; --split-by none only applies to --dataset.")
 
 
+def _check_pipelines_out(args: argparse.Namespace) -> None:
+    """``--pipelines-out`` must be a folder (or creatable), ``--ranker`` an exported cross-encoder."""
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+
+    if args.ranker:
+        ranker = ModelMetadata.load(args.ranker)
+        if ranker.kind != "cross-encoder":
+            raise SyntrieverError(
+                f"--ranker {args.ranker} is a {ranker.kind}; the query pipeline's ranker must be an exported "
+                "cross-encoder."
+            )
+    if args.pipelines_out:
+        out = Path(args.pipelines_out)
+        for folder in (out, *out.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise SyntrieverError(f"--pipelines-out {out}: {folder} is a file, not a folder.")
+                break
+
+
 def _cmd_index(args: argparse.Namespace) -> int:
     from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.runtime.vector_space import vector_space
@@ -112,6 +133,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
     _check_index_flags(args, kind)
     metadata = ModelMetadata.load(args.model)
     space = vector_space(metadata)  # a cross-encoder or an unsupported similarity fails here, before reading
+    _check_pipelines_out(args)  # before anything is indexed or written
     if args.dataset:
         documents = _beir_documents(args)
         split_by = None if args.split_by == "none" else args.split_by
@@ -280,6 +302,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     if not args.query.strip():
         raise SyntrieverError("the query is empty.")
+    from syntriever_haystack.runtime.inputs import bounded_query
+
+    args.query, warning = bounded_query(args.query)  # a 100,000-character query: cut (BM25 and the models), warned
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     started = time.perf_counter()
     if args.run:
         found, saved = _search_run(args)
@@ -420,7 +447,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --alias: if NAME is a concrete index, replace it by the alias (the old index is deleted)",
     )
     os_group.add_argument("--engine", choices=["lucene", "faiss"], default=None, help="k-NN engine (default lucene)")
-    os_group.add_argument("--replicas", type=int, default=None, help="number_of_replicas of a new index")
+    os_group.add_argument("--replicas", type=int_at_least(0), default=None, help="number_of_replicas of a new index")
     index.add_argument(
         "--pipelines-out", metavar="DIR", help="write indexing.yaml and query.yaml (Haystack YAML) for this store"
     )
@@ -454,12 +481,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--top-k-bm25", type=int, default=50, help="BM25 candidates (default 50)")
     search.add_argument("--top-k-dense", type=int, default=50, help="dense candidates (default 50)")
     search.add_argument(
-        "--candidates", type=int, default=50, help="best fused candidates given to the ranker (default 50)"
+        "--candidates", type=int_at_least(1), default=50, help="best fused candidates given to the ranker (default 50)"
     )
     search.add_argument(
         "--quantization", "--precision", choices=["fp32", "int8"], default="fp32", help="ONNX weights: fp32 or int8"
     )
-    search.add_argument("--snippet", type=int, default=160, metavar="CHARS", help="snippet width (default 160)")
+    search.add_argument(
+        "--snippet", type=int_at_least(1), default=160, metavar="CHARS", help="snippet width (default 160)"
+    )
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_store_options(search)
     search.set_defaults(func=_cmd_search)

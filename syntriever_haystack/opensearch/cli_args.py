@@ -6,12 +6,48 @@ Argparse only at import time (``syntriever --help`` stays fast); the connection 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from syntriever_haystack.opensearch.connection import OpenSearchConnection
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: a whole number >= ``low`` (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
+        return value
+
+    return parse
+
+
+def positive_number(text: str) -> float:
+    """argparse type: a finite number > 0 (seconds)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def non_empty(text: str) -> str:
+    """argparse type: a string with something in it."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def add_connection_arguments(parser: Any, *, timeout: int = 60) -> None:
@@ -29,7 +65,10 @@ def add_connection_arguments(parser: Any, *, timeout: int = 60) -> None:
     )
     parser.add_argument("--ca-certs", metavar="FILE", help="CA bundle for a private certificate authority")
     parser.add_argument(
-        "--timeout", type=int, default=timeout, help=f"OpenSearch request timeout in seconds (default {timeout})"
+        "--timeout",
+        type=int_at_least(1),
+        default=timeout,
+        help=f"OpenSearch request timeout in seconds (default {timeout})",
     )
 
 
@@ -38,6 +77,10 @@ def connection_from_args(args: argparse.Namespace) -> OpenSearchConnection:
     from syntriever_haystack.opensearch.connection import DEFAULT_URL, OpenSearchConnection
 
     url = args.opensearch_url or os.environ.get("OPENSEARCH_URL") or DEFAULT_URL
+    if args.ca_certs and not Path(args.ca_certs).expanduser().is_file():
+        from syntriever_haystack.errors import SyntrieverError
+
+        raise SyntrieverError(f"--ca-certs {args.ca_certs}: no such file (pass a PEM CA bundle).")
     if args.no_verify_certs:
         print("warning: TLS certificate verification is off (--no-verify-certs)", file=sys.stderr)
     return OpenSearchConnection(

@@ -2,11 +2,16 @@
 
 Credentials are Haystack :class:`~haystack.utils.Secret` objects (by default the ``OPENSEARCH_USERNAME`` /
 ``OPENSEARCH_PASSWORD`` environment variables, as ``OpenSearchDocumentStore`` uses), so they never end up in
-YAML, JSON reports or logs. Certificates are verified unless the user turns it off explicitly.
+YAML, JSON reports or logs. Certificates are verified unless the user turns it off explicitly. Credentials sent
+over plain ``http://`` to a host other than this machine are readable by anyone on the network: that is logged
+as a warning (the default URL stays ``http://localhost:9200``, the out-of-the-box local cluster, where they do not
+leave the machine).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -19,6 +24,17 @@ if TYPE_CHECKING:
     from opensearchpy import OpenSearch
 
 DEFAULT_URL = "http://localhost:9200"
+
+logger = logging.getLogger(__name__)
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.lower() in ("localhost", "localhost.localdomain") or hostname.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _default_username() -> Secret:
@@ -78,6 +94,26 @@ class OpenSearchConnection:
             raise SyntrieverError("OPENSEARCH_USERNAME is set but OPENSEARCH_PASSWORD is not: set both, or neither.")
         return (str(user), str(password)) if user else None
 
+    def plaintext_credential_hosts(self) -> list[str]:
+        """The ``http://`` hosts, other than this machine, that HTTP Basic credentials would be sent to unencrypted
+        (empty when no credentials are set)."""
+        if not self.username.resolve_value():
+            return []
+        return [
+            host
+            for host in self.hosts
+            if urlsplit(host).scheme == "http" and not _is_loopback(urlsplit(host).hostname or "")
+        ]
+
+    def _warn_plaintext_credentials(self) -> None:
+        hosts = self.plaintext_credential_hosts()
+        if hosts:
+            logger.warning(
+                "OpenSearch credentials (OPENSEARCH_USERNAME/PASSWORD) will be sent unencrypted over plain http to "
+                "%s: anyone on the network can read them. Use an https:// URL (--opensearch-url https://...).",
+                ", ".join(hosts),
+            )
+
     def client(self) -> OpenSearch:
         """An ``opensearchpy.OpenSearch`` client."""
         try:
@@ -97,11 +133,13 @@ class OpenSearchConnection:
             kwargs["ca_certs"] = self.ca_certs
         auth = self.http_auth()
         if auth:
+            self._warn_plaintext_credentials()
             kwargs["http_auth"] = auth
         return OpenSearch(**kwargs)
 
     def document_store_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``OpenSearchDocumentStore`` (Secrets passed through, so its YAML stays secret-free)."""
+        self._warn_plaintext_credentials()
         kwargs: dict[str, Any] = {
             "hosts": self.hosts,
             "use_ssl": self.use_ssl,

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args
+from syntriever_haystack.opensearch.cli_args import (
+    add_connection_arguments,
+    connection_from_args,
+    non_empty,
+    positive_number,
+)
 
 
 def _cmd_bundle(args: argparse.Namespace) -> int:
@@ -165,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bundle.add_argument("output", metavar="OUT.zip", help="zip to write (the register body goes next to it)")
     _add_bundle_options(bundle)
     bundle.add_argument("--name", help="model name in OpenSearch (default: the folder name)")
-    bundle.add_argument("--version", default="1", help="model version (default 1)")
+    bundle.add_argument("--version", type=non_empty, default="1", help="model version (default 1)")
     bundle.set_defaults(func=_cmd_bundle)
 
     deploy = actions.add_parser(
@@ -199,7 +204,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="document field the reranker reads (repeat; default: the --field-map sources)",
     )
     deploy.add_argument(
-        "--deploy-timeout", type=float, default=600.0, help="seconds to wait for register / deploy (default 600)"
+        "--deploy-timeout",
+        type=positive_number,
+        default=600.0,
+        help="seconds to wait for register / deploy (default 600)",
     )
     deploy.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     deploy.set_defaults(func=_cmd_deploy)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -57,6 +58,17 @@ class BM25Params:
     stemmer: str | None = "english"
     stopwords: str | None = "en"
 
+    def __post_init__(self) -> None:
+        import math
+
+        for name, value in (("k1", self.k1), ("b", self.b)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"BM25 parameter {name} must be a finite number, got {value!r}.")
+        if self.k1 < 0:
+            raise ValueError(f"BM25 parameter k1 must be >= 0 (1.2 is usual), got {self.k1!r}.")
+        if not 0 <= self.b <= 1:
+            raise ValueError(f"BM25 parameter b must be between 0 and 1 (0.75 is usual), got {self.b!r}.")
+
     @classmethod
     def from_options(cls, options: dict[str, str]) -> BM25Params:
         """From the evaluation's ``bm25?k1=..&b=..&method=..&stemmer=..|none&stopwords=..|none`` options."""
@@ -76,6 +88,9 @@ def _bm25s() -> Any:
         import bm25s
     except ImportError:  # pragma: no cover - a base dependency
         raise SyntrieverError("BM25 needs bm25s: pip install bm25s (a dependency of syntriever-haystack)") from None
+    bm25s_logger = logging.getLogger("bm25s")
+    if bm25s_logger.level == logging.DEBUG:  # bm25s sets DEBUG at import: "DEBUG:bm25s:Building index from tokens"
+        bm25s_logger.setLevel(logging.WARNING)
     return bm25s
 
 

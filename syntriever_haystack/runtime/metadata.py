@@ -13,6 +13,7 @@ from typing import Any, Literal
 from syntriever_haystack.errors import ExportedModelError
 
 METADATA_FILE = "syntriever.json"
+TOKENIZER_FILE = "tokenizer.json"
 FORMAT_VERSION = 1
 
 ModelKind = Literal["bi-encoder", "cross-encoder"]
@@ -91,6 +92,12 @@ class ModelMetadata:
                 f"{source} has format_version {version}, this syntriever-haystack reads up to {FORMAT_VERSION}. "
                 "Upgrade syntriever-haystack (pip install -U syntriever-haystack)."
             )
+        max_length = data.get("max_length")
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+            raise ExportedModelError(
+                f"{source}: 'max_length' must be a whole number >= 1, got {max_length!r}. "
+                "Fix it, or re-run `syntriever export SOURCE_DIR EXPORTED_DIR --force`."
+            )
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -114,10 +121,32 @@ class ModelMetadata:
                 f"'{directory}' has no {METADATA_FILE}, so it is not a syntriever ONNX export.{hint} "
                 f"Run `syntriever export {directory} <OUTPUT_DIR>` and point the component at OUTPUT_DIR."
             )
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+        data = read_model_json(path)
+        if not isinstance(data, dict):
             raise ExportedModelError(
-                f"{path} is not valid JSON ({exc}); re-run `syntriever export` to rewrite it."
-            ) from exc
+                f"{path} holds a JSON {type(data).__name__}, not an object; re-run `syntriever export` to rewrite it."
+            )
+        tokenizer = directory / TOKENIZER_FILE
+        if tokenizer.is_file():  # tokenizers' own error for a damaged file names neither the file nor the fix
+            read_model_json(tokenizer)
         return cls.from_dict(data, source=str(path))
+
+
+def read_model_json(path: Path) -> Any:
+    """The JSON of an exported model's file (``syntriever.json``, ``tokenizer.json``), with errors naming the file
+    and the fix instead of a ``UnicodeDecodeError`` / ``JSONDecodeError`` traceback.
+
+    :raises ExportedModelError: The file cannot be read, is not UTF-8 text or not JSON.
+    """
+    fix = "re-run `syntriever export SOURCE_DIR EXPORTED_DIR --force` to rewrite it"
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ExportedModelError(
+            f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}), so not a file `syntriever export` wrote; "
+            f"{fix}."
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ExportedModelError(f"{path} is not valid JSON ({exc}); {fix}.") from None
+    except OSError as exc:
+        raise ExportedModelError(f"{path} cannot be read ({exc.strerror or exc}); check its permissions.") from None

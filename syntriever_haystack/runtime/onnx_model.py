@@ -3,6 +3,16 @@
 :class:`OnnxModel` is what the Haystack components run. It tokenises with the Rust tokenizer, sorts the
 inputs by length, pads each batch only to its own longest sequence (dynamic padding), runs ONNX Runtime
 and pools (bi-encoder) or reads the logit (cross-encoder), returning results in input order.
+
+Input size is bounded before tokenising, so an absurdly long text costs about as much as a window-long one:
+
+- a text longer than :data:`SOFT_CHARS_PER_TOKEN` x ``max_length`` characters is cut at a word boundary (or at
+  :data:`HARD_CHARS_PER_TOKEN` x ``max_length`` when the shorter cut does not fill the model's window, e.g. a long
+  run of whitespace or an unsplittable blob); the tokens the model sees are the same as with the whole text;
+- a cross-encoder pair is cut to the window *before* pairing, by the rule of the tokenizer's ``longest_first``
+  truncation, so the tokenizer never splits a pair into overflow pieces (it keeps every combination of the
+  pieces of both sides: a 100,000-character query against 50 passages made 32,400 encodings, gigabytes).
+  A query that fits the window is paired exactly as before; a longer one keeps its first tokens.
 """
 
 from __future__ import annotations
@@ -17,6 +27,12 @@ import numpy as np
 
 from syntriever_haystack.errors import ExportedModelError
 from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata
+
+SOFT_CHARS_PER_TOKEN = 16
+"""A text is first read up to this many characters per token of the window (a word is 4-6 characters)."""
+HARD_CHARS_PER_TOKEN = 256
+"""... and at most this many when those do not fill the window (the characters a model can ever read)."""
+_CHUNK = 1024  # texts tokenised at a time: the tokenizer's objects live for one chunk, the ids after it
 
 _CACHE: weakref.WeakValueDictionary[tuple[Any, ...], OnnxModel] = weakref.WeakValueDictionary()
 _CACHE_LOCK = threading.Lock()
@@ -127,7 +143,16 @@ class OnnxModel:
                 raise ExportedModelError(f"num_threads must be >= 1 (or None for automatic), got {num_threads}.")
             options.intra_op_num_threads = num_threads
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=options, providers=chosen)
+        except Exception as exc:  # onnxruntime's own error classes (InvalidProtobuf, InvalidArgument, Fail, ...)
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise ExportedModelError(
+                f"ONNX file '{onnx_path}' cannot be loaded: it is damaged or not an ONNX model "
+                f"({type(exc).__name__}: {first}). Re-run `syntriever export SOURCE_DIR {self.path} --force`."
+            ) from exc
         self.onnx_file = file_name
         self.precision = precision
         self.input_names = {i.name for i in self.session.get_inputs()}
@@ -145,6 +170,12 @@ class OnnxModel:
                 )
             self.max_length = max_length
         self.tokenizer.enable_truncation(max_length=self.max_length, strategy="longest_first")
+        # measures texts (no special tokens) up to one token past any window, to cut them before pairing
+        self._plain = Tokenizer.from_str(self.tokenizer.to_str())
+        self._plain.enable_truncation(max_length=self.max_length + 1)
+        self._pair_room = max(0, self.max_length - self.tokenizer.num_special_tokens_to_add(True))
+        single_room = max(0, self.max_length - self.tokenizer.num_special_tokens_to_add(False))
+        self._window = max(single_room, self._pair_room + 1)  # tokens a cut text must keep to change nothing
         if pad_id is None:
             pad_id = self.tokenizer.token_to_id("[PAD]")
             if pad_id is None:
@@ -168,11 +199,58 @@ class OnnxModel:
         raise ExportedModelError(f"'{self.path}' is a {self.kind}, but this component needs a {expected}. {fix}")
 
     # ------------------------------------------------------------------ batching
-    def _batches(self, encodings: list[Any], batch_size: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    def bounded_texts(self, texts: Sequence[str]) -> list[str]:
+        """``texts`` cut to a character budget that changes none of the tokens the model reads (see the module doc).
+
+        A text of at most ``SOFT_CHARS_PER_TOKEN * max_length`` characters is returned as it is.
+        """
+        soft, hard = SOFT_CHARS_PER_TOKEN * self.max_length, HARD_CHARS_PER_TOKEN * self.max_length
+        out = list(texts)
+        long = [i for i, text in enumerate(texts) if len(text) > soft]
+        if long:
+            cuts = [_cut_chars(texts[i], soft) for i in long]
+            for i, cut, enc in zip(long, cuts, self._plain.encode_batch(cuts, add_special_tokens=False), strict=True):
+                out[i] = cut if len(enc.ids) >= self._window else _cut_chars(texts[i], hard)
+        return out
+
+    def fit_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Each ``(query, document)`` cut to the tokens that tokenizers' ``longest_first`` truncation keeps.
+
+        The result pairs fit the window, so encoding them leaves no overflow pieces; their tokens are those of
+        the truncated original pair whenever the query fits the window (longer queries keep their first tokens).
+        """
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        query_texts = self.bounded_texts(queries)
+        measured = dict(zip(queries, zip(query_texts, self._measure(query_texts), strict=True), strict=True))
+        doc_texts = self.bounded_texts([d for _, d in pairs])
+        out = []
+        for (query, _), doc_text, doc_offsets in zip(pairs, doc_texts, self._measure(doc_texts), strict=True):
+            query_text, query_offsets = measured[query]
+            keep_query, keep_doc = longest_first(len(query_offsets), len(doc_offsets), self._pair_room)
+            out.append(
+                (_token_prefix(query_text, query_offsets, keep_query), _token_prefix(doc_text, doc_offsets, keep_doc))
+            )
+        return out
+
+    def _measure(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Character offsets of each text's tokens (no special tokens), at most ``max_length + 1`` of them."""
+        return [enc.offsets for enc in self._plain.encode_batch(texts, add_special_tokens=False)]
+
+    def _tokenize(self, items: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, type_ids)`` of each text or pair, tokenised a chunk at a time (with the model's truncation)."""
+        out: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, len(items), _CHUNK):
+            for enc in self.tokenizer.encode_batch(list(items[start : start + _CHUNK]), add_special_tokens=True):
+                out.append((np.asarray(enc.ids, dtype=np.int64), np.asarray(enc.type_ids, dtype=np.int64)))
+        return out
+
+    def _batches(
+        self, encodings: list[tuple[np.ndarray, np.ndarray]], batch_size: int
+    ) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """Yield (original indices, ONNX feed) per batch, longest inputs first, each padded to its own maximum."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        lengths = np.fromiter((len(ids) for ids, _ in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(-lengths, kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
@@ -181,11 +259,11 @@ class OnnxModel:
             mask = np.zeros((len(idx), width), dtype=np.int64)
             types = np.zeros((len(idx), width), dtype=np.int64)
             for row, i in enumerate(idx):
-                enc = encodings[i]
-                n = len(enc.ids)
-                ids[row, :n] = enc.ids
+                enc_ids, enc_types = encodings[i]
+                n = len(enc_ids)
+                ids[row, :n] = enc_ids
                 mask[row, :n] = 1
-                types[row, :n] = enc.type_ids
+                types[row, :n] = enc_types
             feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
             yield idx, {k: v for k, v in feed.items() if k in self.input_names}
 
@@ -204,7 +282,7 @@ class OnnxModel:
         out = np.zeros((len(texts), dim), dtype=np.float32)
         if not texts:
             return out
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=True)
+        encodings = self._tokenize(self.bounded_texts(texts))
         with self._progress(len(texts), progress_bar, "Embedding") as bar:
             for idx, feed in self._batches(encodings, batch_size):
                 hidden = self.session.run([self.output_name], feed)[0]
@@ -244,10 +322,51 @@ class OnnxModel:
         out = np.zeros(len(pairs), dtype=np.float32)
         if not pairs:
             return out
-        encodings = self.tokenizer.encode_batch(list(pairs), add_special_tokens=True)
+        encodings: list[tuple[np.ndarray, np.ndarray]] = []
+        for start in range(0, len(pairs), _CHUNK):
+            encodings.extend(self._tokenize(self.fit_pairs(pairs[start : start + _CHUNK])))
         with self._progress(len(pairs), progress_bar, "Scoring") as bar:
             for idx, feed in self._batches(encodings, batch_size):
                 logits = self.session.run([self.output_name], feed)[0]
                 out[idx] = logits.reshape(len(idx), -1)[:, 0]
                 bar.update(len(idx))
         return out
+
+
+def longest_first(first: int, second: int, room: int) -> tuple[int, int]:
+    """How many tokens of each side of a pair the tokenizers' ``longest_first`` truncation keeps in ``room``.
+
+    The same arithmetic as ``tokenizers`` (``truncate_encodings``, strategy ``LongestFirst``): the shorter side is
+    kept whole if the longer one can take the rest of the room, else both get half of it.
+    """
+    if first + second <= room:
+        return first, second
+    swap = first > second
+    short, long = (second, first) if swap else (first, second)
+    long = short if short > room else max(short, room - short)
+    if short + long > room:
+        short = room // 2
+        long = short + room % 2
+    return (long, short) if swap else (short, long)
+
+
+def _token_prefix(text: str, offsets: list[tuple[int, int]], keep: int) -> str:
+    """``text`` up to the end of its ``keep``-th token (all of it when it has no more tokens)."""
+    if keep >= len(offsets):
+        return text
+    return text[: offsets[keep - 1][1]] if keep > 0 else ""
+
+
+def _cut_chars(text: str, limit: int) -> str:
+    """At most ``limit`` characters of ``text``, cut before the last whitespace run (a word boundary for every
+    pre-tokenizer) when there is one in the second half, so the words kept tokenise as in the whole text."""
+    if len(text) <= limit:
+        return text
+    end = limit
+    while end > limit // 2 and not text[end].isspace():
+        end -= 1
+    if end <= limit // 2:
+        return text[:limit]
+    while end > 0 and text[end - 1].isspace():
+        end -= 1
+    return text[:end]

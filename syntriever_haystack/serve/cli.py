@@ -45,6 +45,17 @@ def served_yaml(run: str | Path, *, rerank: bool = False) -> Path:
     return yaml
 
 
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 1..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number between 1 and 65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number between 1 and 65535, got {text!r}")
+    return value
+
+
 def server_environment(yaml: Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> dict[str, str]:
     """The environment under which ``hayhooks run`` serves ``yaml`` as ``POST /search/run``.
 
@@ -132,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     serve.add_argument("run", metavar="RUN_DIR", help="run folder (syntriever quickstart / run), or a pipeline YAML")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     serve.add_argument("--rerank", action="store_true", help=f"serve RUN_DIR/{RERANK_YAML} (with the reranker)")
     serve.add_argument(
         "--print-command", action="store_true", help="print the equivalent `hayhooks run` command line and exit"

@@ -343,14 +343,34 @@ def load_pipeline(path: str | Path) -> Pipeline:
     source = Path(path).expanduser()
     if not source.is_file():
         raise SyntrieverError(f"pipeline file {source} does not exist.")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SyntrieverError(
+            f"pipeline file {source} is not UTF-8 text (byte {exc.start}: {exc.reason}), so not a pipeline YAML "
+            "written by syntriever; pass the query.yaml / indexing.yaml that `syntriever index` wrote."
+        ) from exc
+    except OSError as exc:
+        raise SyntrieverError(f"pipeline file {source} cannot be read ({exc.strerror or exc}).") from exc
     with pipeline_base(source.parent):
         try:
-            return Pipeline.loads(source.read_text(encoding="utf-8"))
+            return Pipeline.loads(text)
         except DeserializationError as exc:
             cause = exc.__cause__
             if isinstance(cause, SyntrieverError):  # e.g. a missing store file: its message names the fix
                 raise SyntrieverError(f"cannot load {source}: {cause}") from cause
-            raise
+            raise SyntrieverError(f"cannot load pipeline file {source}: {_one_line(exc)}") from exc
+        except (AttributeError, TypeError, KeyError, ValueError) as exc:  # YAML that is not a pipeline mapping
+            if isinstance(exc, SyntrieverError):
+                raise
+            raise SyntrieverError(
+                f"pipeline file {source} is not a Haystack pipeline YAML ({type(exc).__name__}: {_one_line(exc)}); "
+                "pass the query.yaml / indexing.yaml that `syntriever index` wrote."
+            ) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 __all__ = [

@@ -13,25 +13,63 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from typing import Any
 
 from syntriever_haystack.train.loop import LoopSettings
 
 
+def _ranged(
+    kind: type[int] | type[float], minimum: float, *, strict: bool = False, maximum: float | None = None
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` for ``kind`` values >= ``minimum`` (> with ``strict``) and <= ``maximum``; argparse
+    adds the option name to the message (``argument --batch-size: must be an integer >= 1, got '0'``)."""
+    allowed = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {minimum:g}"
+    if maximum is not None:
+        allowed += f" and <= {maximum:g}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
+        low_ok = value > minimum if strict else value >= minimum
+        if value != value or not low_ok or (maximum is not None and value > maximum):  # (value != value: NaN)
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+
+    parse.__name__ = allowed
+    return parse
+
+
+POSITIVE_INT = _ranged(int, 1)
+NON_NEGATIVE_INT = _ranged(int, 0)
+POSITIVE_FLOAT = _ranged(float, 0, strict=True)
+NON_NEGATIVE_FLOAT = _ranged(float, 0)
+FRACTION = _ranged(float, 0, maximum=1)
+
+
 def _add_loop_options(parser: argparse.ArgumentParser, *, lr: float, epochs: float, batch: int) -> None:
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=float, default=epochs, help=f"passes over the data (default {epochs})")
-    group.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr})")
-    group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (default 0.01)")
-    group.add_argument("--warmup-ratio", type=float, default=0.1, help="linear warm-up share of the steps")
-    group.add_argument("--batch-size", type=int, default=batch, help=f"examples per batch (default {batch})")
-    group.add_argument("--grad-accumulation", type=int, default=1, help="batches per optimizer step")
+    group.add_argument("--epochs", type=POSITIVE_FLOAT, default=epochs, help=f"passes over the data (default {epochs})")
+    group.add_argument("--lr", type=POSITIVE_FLOAT, default=lr, help=f"peak learning rate (default {lr})")
+    group.add_argument(
+        "--weight-decay", type=NON_NEGATIVE_FLOAT, default=0.01, help="AdamW weight decay (default 0.01)"
+    )
+    group.add_argument("--warmup-ratio", type=FRACTION, default=0.1, help="linear warm-up share of the steps")
+    group.add_argument("--batch-size", type=POSITIVE_INT, default=batch, help=f"examples per batch (default {batch})")
+    group.add_argument("--grad-accumulation", type=POSITIVE_INT, default=1, help="batches per optimizer step")
     group.add_argument("--seed", type=int, default=42)
     group.add_argument("--no-bf16", action="store_true", help="fp32 instead of bf16 autocast (AMX CPUs, GPUs)")
-    group.add_argument("--checkpoint-steps", type=int, default=50, help="steps between checkpoints (default 50)")
-    group.add_argument("--eval-steps", type=int, default=None, help="steps between dev evaluations (default: epochs)")
+    group.add_argument(
+        "--checkpoint-steps", type=POSITIVE_INT, default=50, help="steps between checkpoints (default 50)"
+    )
+    group.add_argument(
+        "--eval-steps", type=POSITIVE_INT, default=None, help="steps between dev evaluations (default: epochs)"
+    )
     group.add_argument("--no-eval-at-start", action="store_true", help="skip the step-0 dev evaluation")
-    group.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
-    group.add_argument("--dev-fraction", type=float, default=0.1, help="queries held out for dev (default 0.1)")
+    group.add_argument("--max-steps", type=POSITIVE_INT, default=None, help="stop after this many steps (smoke runs)")
+    group.add_argument("--dev-fraction", type=FRACTION, default=0.1, help="queries held out for dev (default 0.1)")
     group.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -135,13 +173,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--add-gold-pairs", action="store_true", help="stage 1: also the gold pairs of --split queries without --data"
     )
     retriever.add_argument("--loss", choices=["multi_positive", "plackett_luce", "bradley_terry"], default=None)
-    retriever.add_argument("--kl-weight", type=float, default=0.0, help="stage 2: λ of the KL term (default 0)")
+    retriever.add_argument(
+        "--kl-weight", type=NON_NEGATIVE_FLOAT, default=0.0, help="stage 2: λ of the KL term (default 0)"
+    )
     retriever.add_argument("--positive-mode", choices=["all", "gold"], default="all", help="stage 1 positives")
-    retriever.add_argument("--scale", type=float, default=20.0, help="similarity scale 1/τ (default 20)")
-    retriever.add_argument("--mini-batch-size", type=int, default=64, help="gradient caching chunk (0: off)")
-    retriever.add_argument("--query-max-length", type=int, default=64)
-    retriever.add_argument("--passage-max-length", type=int, default=256)
-    retriever.add_argument("--dev-corpus-size", type=int, default=2000, help="dev corpus size (default 2000)")
+    retriever.add_argument("--scale", type=POSITIVE_FLOAT, default=20.0, help="similarity scale 1/τ (default 20)")
+    retriever.add_argument(
+        "--mini-batch-size", type=NON_NEGATIVE_INT, default=64, help="gradient caching chunk (0: off)"
+    )
+    retriever.add_argument("--query-max-length", type=POSITIVE_INT, default=64)
+    retriever.add_argument("--passage-max-length", type=POSITIVE_INT, default=256)
+    retriever.add_argument("--dev-corpus-size", type=POSITIVE_INT, default=2000, help="dev corpus size (default 2000)")
     retriever.add_argument("--gather-across-devices", action="store_true", help="multi-GPU: share in-batch negatives")
     retriever.add_argument("--out", required=True, help="output folder")
     _add_loop_options(retriever, lr=2e-5, epochs=1.0, batch=32)
@@ -155,11 +197,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     reranker.add_argument("--dataset", default=None, help="BEIR folder for --add-gold-groups")
     reranker.add_argument("--split", default="train", help="its training split (default train)")
     reranker.add_argument("--gold-negatives", default="bm25", help="first-stage SPEC for the gold groups' negatives")
-    reranker.add_argument("--gold-candidates", type=int, default=30, help="negatives come from this top N (30)")
+    reranker.add_argument(
+        "--gold-candidates", type=POSITIVE_INT, default=30, help="negatives come from this top N (30)"
+    )
     reranker.add_argument("--base", default="all-MiniLM-L6-v2", help="encoder or cross-encoder to start from")
-    reranker.add_argument("--group-size", type=int, default=8, help="1 positive + G-1 negatives (default 8)")
-    reranker.add_argument("--negatives-depth", type=int, default=None, help="sample negatives in the top N only")
-    reranker.add_argument("--max-length", type=int, default=256)
+    reranker.add_argument(
+        "--group-size", type=_ranged(int, 2), default=8, help="1 positive + G-1 negatives (default 8)"
+    )
+    reranker.add_argument(
+        "--negatives-depth", type=POSITIVE_INT, default=None, help="sample negatives in the top N only"
+    )
+    reranker.add_argument("--max-length", type=POSITIVE_INT, default=256)
     reranker.add_argument("--out", required=True, help="output folder")
     _add_loop_options(reranker, lr=3e-5, epochs=1.0, batch=8)
     reranker.set_defaults(func=_cmd_reranker)

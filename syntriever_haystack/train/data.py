@@ -105,26 +105,37 @@ def _read_records(path: str | Path, kind: str, command: str) -> list[dict[str, A
     if not file.is_file():
         raise TrainingDataError(f"{file}: no such training file. Create it with `{command}` (or pass its path).")
     records: list[dict[str, Any]] = []
-    with file.open(encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TrainingDataError(
-                    f"{file}:{line_no}: not valid JSON ({exc.msg}). Is this a JSONL file written by `{command}`?"
-                ) from exc
-            if not isinstance(record, dict):
-                raise TrainingDataError(f"{file}:{line_no}: expected a JSON object, got {type(record).__name__}.")
-            if record.get("kind") != kind:
-                raise TrainingDataError(
-                    f"{file}:{line_no}: a {record.get('kind')!r} record where {kind!r} records were expected. "
-                    f"Pass the file written by `{command}`."
-                )
-            if isinstance(record.get("rejected"), str):  # a filtered query (its reason), not a passage
-                continue
-            records.append(record)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise TrainingDataError(f"{file}: cannot read the training file ({exc.strerror or exc}).") from None
+    for line_no, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise TrainingDataError(
+                f"{file}:{line_no}: not UTF-8 text (byte {exc.start}); is this a JSONL file written by `{command}`? "
+                "Pass that file (or save this one as UTF-8)."
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            raise TrainingDataError(
+                f"{file}:{line_no}: not valid JSON ({why}). Is this a JSONL file written by `{command}`?"
+            ) from None
+        if not isinstance(record, dict):
+            raise TrainingDataError(f"{file}:{line_no}: expected a JSON object, got {type(record).__name__}.")
+        if record.get("kind") != kind:
+            raise TrainingDataError(
+                f"{file}:{line_no}: a {record.get('kind')!r} record where {kind!r} records were expected. "
+                f"Pass the file written by `{command}`."
+            )
+        if isinstance(record.get("rejected"), str):  # a filtered query (its reason), not a passage
+            continue
+        records.append(record)
     if not records:
         raise TrainingDataError(f"{file}: no {kind} records. Run `{command}` first (or check its summary.md).")
     return records

@@ -30,7 +30,7 @@ import torch
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.train.distributed import all_reduce_gradients, is_main_process, rank_world
 
-__all__ = ["LoopSettings", "TrainingError", "TrainingLoop", "TrainingTask", "run_fingerprint"]
+__all__ = ["LoopSettings", "TrainingError", "TrainingLoop", "TrainingTask", "load_checkpoint_state", "run_fingerprint"]
 
 
 class TrainingError(SyntrieverError, RuntimeError):
@@ -87,6 +87,31 @@ def run_fingerprint(config: Any, examples: Sequence[Any]) -> str:
     for example in examples:
         digest.update(json.dumps(dataclasses.asdict(example), sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def load_checkpoint_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.pt``, read with ``weights_only=True``: tensors and plain containers only.
+
+    A checkpoint is a data file: loading it must never run code, so a pickle that needs anything else (a crafted
+    file, or a checkpoint written by another program) is refused, before any of its objects is built.
+    """
+    import pickle
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrainingError(
+            f"Refusing to resume from {path}: it is not a checkpoint this trainer wrote (loading it would need "
+            f"more than tensors and plain values: {first_line}). Delete {path.parent}, use another --out folder, "
+            "or --overwrite to start over."
+        ) from None
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        raise TrainingError(
+            f"Refusing to resume from {path}: not a training checkpoint. Delete {path.parent}, use another --out "
+            "folder, or --overwrite to start over."
+        )
+    return state
 
 
 def _autocast(enabled: bool) -> Any:
@@ -218,7 +243,7 @@ class TrainingLoop:
         self._remove_partial_checkpoints()
         checkpoints = self._checkpoints()
         if checkpoints:
-            state = torch.load(checkpoints[-1] / "state.pt", map_location="cpu", weights_only=False)
+            state = load_checkpoint_state(checkpoints[-1] / "state.pt")
             if state.get("fingerprint") != self.fingerprint:
                 raise TrainingError(
                     f"{self.output} holds checkpoints of a different configuration or data "
@@ -229,7 +254,8 @@ class TrainingLoop:
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             step, epoch, batch_index = state["step"], state["epoch"], state["batch_index"]
-            self.history = state["history"]
+            history = state["history"]
+            self.history = json.loads(history) if isinstance(history, str) else history
             self.history["resumed_from"].append(step)
         elif s.eval_at_start:
             self._evaluate(step, epoch)
@@ -258,7 +284,8 @@ class TrainingLoop:
                     "step": step,
                     "epoch": epoch,
                     "batch_index": batch_index,
-                    "history": self.history,
+                    # JSON text, so that loading needs no pickled Python objects (numpy scalars, ...)
+                    "history": json.dumps(self.history),
                 }
             )
             last_save = step

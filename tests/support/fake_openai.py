@@ -65,8 +65,8 @@ __all__ = [
 ]
 
 Responder = Callable[[dict[str, Any]], "str | dict[str, Any] | None"]
-FaultKind = Literal["status", "timeout", "malformed", "empty", "truncated", "drop"]
-FAULT_KINDS: tuple[str, ...] = ("status", "timeout", "malformed", "empty", "truncated", "drop")
+FaultKind = Literal["status", "timeout", "malformed", "empty", "truncated", "drop", "non_json"]
+FAULT_KINDS: tuple[str, ...] = ("status", "timeout", "malformed", "empty", "truncated", "drop", "non_json")
 CHAT_ENDPOINT = "/v1/chat/completions"
 
 
@@ -83,7 +83,9 @@ class Fault:
     - ``malformed``: 200 whose message content is ``body`` or ``"{not json"``;
     - ``empty``: 200 with ``content: ""``;
     - ``truncated``: 200 with the reply cut in half (or ``body``) and ``finish_reason: "length"``;
-    - ``drop``: close the connection without sending any response.
+    - ``drop``: close the connection without sending any response;
+    - ``non_json``: 200 with ``Content-Type: application/json`` but a body that is not JSON (``body`` or an HTML
+      error page, as a misbehaving proxy sends).
 
     Every kind first waits ``delay_s``; all but ``status`` and ``drop`` then also wait the server's latency.
     """
@@ -678,6 +680,9 @@ class FakeOpenAIServer:
                         content_type = "text/plain; charset=utf-8"
                     return h._send(fault.status, fault.body.encode("utf-8"), content_type, headers)
                 return h._send_json(fault.status, _error_body(fault.status), headers)
+            if fault.kind == "non_json":
+                page = fault.body if fault.body is not None else "<html><body>502 Bad Gateway</body></html>"
+                return h._send(200, page.encode("utf-8"), "application/json")
         self._sleep(self.latency_s)
         if self._stopping.is_set():
             h.close_connection = True

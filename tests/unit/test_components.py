@@ -117,7 +117,7 @@ def test_corrupt_metadata(exported_bi_encoder: Path, tmp_path: Path) -> None:
     folder = tmp_path / "bad"
     shutil.copytree(exported_bi_encoder, folder)
     (folder / "syntriever.json").write_text("{not json")
-    with pytest.raises(ExportedModelError, match="re-run `syntriever export`"):
+    with pytest.raises(ExportedModelError, match=r"re-run `syntriever export .*--force`"):
         OnnxModel(folder)
     (folder / "syntriever.json").write_text(json.dumps({"kind": "bi-encoder", "format_version": 99}))
     with pytest.raises(ExportedModelError, match="Upgrade"):

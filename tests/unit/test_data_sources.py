@@ -534,3 +534,32 @@ def test_data_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatc
     args = parser.parse_args(["data", "download", "scifact", "--cache-dir", str(tmp_path / "cache"), "--quiet"])
     assert args.func(args) == 0
     assert str(tmp_path / "cache" / "scifact") in capsys.readouterr().out
+
+
+def test_from_folder_skips_symlinks_out_of_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A link to a file elsewhere (``/etc/hostname``) must not end up in the corpus; linked folders (out of the
+    folder, or looping back into it) are not entered. Each is skipped with a counted warning."""
+    from syntriever_haystack.cli import main
+
+    secret = tmp_path / "outside" / "secret.txt"
+    secret.parent.mkdir()
+    secret.write_text("the password is hunter2 " * 5)
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "notes.txt").write_text("the fox jumps over the lazy dog " * 5)
+    (folder / "sub" / "more.txt").write_text("a second document about foxes " * 5)
+    (folder / "leak.txt").symlink_to(secret)
+    (folder / "outside-dir").symlink_to(secret.parent, target_is_directory=True)
+    (folder / "sub" / "loop").symlink_to(folder, target_is_directory=True)
+    (folder / "alias.txt").symlink_to(folder / "notes.txt")  # inside the folder: read
+
+    with pytest.warns(UserWarning, match=r"skipped 3 symlink\(s\) .*leak\.txt, outside-dir/, sub/loop/"):
+        documents = load_documents(folder, progress=False)
+    assert sorted({d.meta["file_path"] for d in documents}) == ["alias.txt", "notes.txt", "sub/more.txt"]
+    assert not any("hunter2" in (d.content or "") for d in documents)
+
+    out = tmp_path / "beir"
+    with pytest.warns(UserWarning, match="skipped 3 symlink"):
+        assert main(["data", "from-folder", str(folder), "--out", str(out), "--quiet"]) == 0
+    assert "hunter2" not in (out / "corpus.jsonl").read_text()
+    assert "from 3 files" in capsys.readouterr().out

@@ -432,6 +432,71 @@ def test_recipe_errors_name_the_key_and_the_fix(data: Any, expected: str) -> Non
         recipe_from_dict(data)
 
 
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"train": {"retriever": {"learning_rate": -1}}},
+            r"train\.retriever\.learning_rate: must be a positive number",
+        ),
+        ({"train": {"stage2": {"learning_rate": 0}}}, r"train\.stage2\.learning_rate: must be a positive number"),
+        ({"train": {"reranker": {"learning_rate": 5}}}, r"train\.reranker\.learning_rate: .*below 1"),
+        ({"llm": {"timeout": 0}}, r"llm\.timeout: must be a positive number, got 0"),
+        ({"llm": {"requests_per_minute": -5}}, r"llm\.requests_per_minute: must be a positive number or null"),
+        ({"llm": {"parse_retries": -1}}, r"llm\.parse_retries: must be 0 or more"),
+        ({"llm": {"api_key_env": "MY KEY"}}, r"llm\.api_key_env: 'MY KEY' is not an environment variable name"),
+        ({"llm": {"api_base_url": "localhost:8000"}}, r"llm\.api_base_url: 'localhost:8000' is not an http\(s\) URL"),
+        (
+            {"generate": {"threshold": 7}},
+            r"generate\.threshold: 7\.0 is outside the embedder judge's cosine range \[-1, 1\]",
+        ),
+        (
+            {"generate": {"judge": "reranker", "threshold": -0.5}, "train": {"reranker": {"enabled": True}}},
+            r"generate\.threshold: -0\.5 is outside the ranker judge's sigmoid range \[0, 1\]",
+        ),
+        ({"generate": {"judge": "ranker:models/ce?threshold=3"}}, r"generate\.judge threshold: 3\.0 is outside"),
+        ({"generate": {"preferences": {"margin": -0.1}}}, r"generate\.preferences\.margin: a score gap must be 0"),
+        ({"generate": {"min_words": -3}}, r"generate\.min_words: must be 0 or more"),
+        ({"train": {"retriever": {"query_max_length": 0}}}, r"train\.retriever\.query_max_length: tokens per input"),
+        ({"train": {"reranker": {"max_length": 100000}}}, r"train\.reranker\.max_length: tokens per input"),
+        (
+            {"train": {"retriever": {"dev_fraction": 1.5}}},
+            r"train\.retriever\.dev_fraction: use a fraction in \[0, 1\)",
+        ),
+        ({"train": {"stage2": {"kl_weight": -1}}}, r"train\.stage2\.kl_weight: must be 0 or more"),
+        ({"train": {"seed": -1}}, r"train\.seed: must be an integer from 0 to"),
+        ({"seed": 2**40}, r"seed: must be an integer from 0 to"),
+        ({"name": "../elsewhere"}, r"name: '\.\./elsewhere' names the folder runs/<name>"),
+        ({"dataset": {"eval_split": ""}}, r"dataset\.eval_split: '' is not a split name"),
+        ({"serve": {"store": "opensearch", "url": "http://h:9200", "index": "My Index"}}, r"serve\.index: 'My Index'"),
+        ({"evaluate": {"metrics": ["nDCG@10", "bogus@3"]}}, r"evaluate\.metrics: unknown metric 'bogus@3'"),
+        ({"sample_query": "  "}, r"sample_query: empty"),
+    ],
+)
+def test_recipe_values_out_of_range_fail_on_load(data: Any, expected: str) -> None:
+    """Every numeric / enum value is checked before any work: a run does not fail minutes later in training."""
+    with pytest.raises(RecipeError, match=expected):
+        recipe_from_dict(data)
+
+
+def test_recipe_range_problems_are_reported_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "ranges.yaml"
+    bad.write_text("llm:\n  timeout: 0\ngenerate:\n  threshold: 7\ntrain:\n  retriever:\n    learning_rate: -1\n")
+    assert main(["recipe", "check", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: 3 problems in the recipe" in err
+    for key in ("llm.timeout", "generate.threshold", "train.retriever.learning_rate"):
+        assert f"- {key}: " in err
+    assert "Traceback" not in err
+
+
+def test_recipe_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RecipeError, match=rf"{bad}: not UTF-8 text .*iconv"):
+        load_recipe(bad)
+
+
 def test_recipe_errors_are_all_reported_at_once(tmp_path: Path) -> None:
     """An unknown key, a wrong type and an inconsistency: one error lists the three, one line each."""
     bad = tmp_path / "three.yaml"

@@ -303,6 +303,7 @@ def test_accounting_counts_calls_hits_costs_and_causes() -> None:
     assert list(summary["steps"]) == ["batch", "queries", "verify"]
     assert summary["steps"]["queries"] == {
         "calls": 2,
+        "errors": 1,  # the attempt that failed: a call without an answer
         "cache_hits": 1,
         "prompt_tokens": 0,
         "completion_tokens": 1_000_000,
@@ -357,3 +358,40 @@ def test_accounting_is_thread_safe() -> None:
         thread.join()
     assert acc.calls == 2000
     assert acc.retries["x"] == 2000
+
+
+def test_a_rerun_keeps_the_earlier_runs_accounting(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    # a summary written before per-run entries existed: its top level is that one run
+    out.mkdir()
+    legacy = {"task": "retriever", "calls": 7, "cache_hits": 0, "cost_usd": 0.5, "failures": {"timeout": 2}}
+    (out / "summary.json").write_text(json.dumps(legacy))
+
+    first = Accounting()
+    first.record("verify", "gpt-4o-mini", _usage(100, 2), cached=False)
+    first.record_attempt_failure("verify")
+    first.fail("http_500")
+    first.write(out, extra={"task": "retriever"})
+    second = Accounting()
+    second.record("verify", "gpt-4o-mini", _usage(100, 2), cached=True)
+    second.write(out, extra={"task": "retriever"})
+
+    data = json.loads((out / "summary.json").read_text())
+    assert (data["calls"], data["cache_hits"], data["failures"]) == (0, 1, {})  # the top level is the latest run
+    assert [r["calls"] for r in data["runs"]] == [7, 2, 0]
+    total = data["total"]
+    assert total["runs"] == 3
+    assert total["calls"] == 9
+    assert total["cache_hits"] == 1
+    assert total["errors"] == 1
+    assert total["failures"] == {"timeout": 2, "http_500": 1}
+    assert total["steps"]["verify"]["calls"] == 2
+    assert total["cost_usd"] == pytest.approx(0.5 + first.cost_usd)
+    assert "All 3 runs of this folder: 9 calls" in (out / "summary.md").read_text()
+
+
+def test_an_unreadable_previous_summary_is_kept_aside(tmp_path: Path) -> None:
+    (tmp_path / "summary.json").write_text("{torn")
+    Accounting().write(tmp_path)
+    assert json.loads((tmp_path / "summary.json").read_text())["total"]["runs"] == 1
+    assert [p.read_text() for p in tmp_path.glob("summary.unreadable-*.json")] == ["{torn"]

@@ -613,6 +613,35 @@ def test_cli_bundle(exported_cross_encoder: Path, tmp_path: Path, capsys: pytest
     assert (tmp_path / "bundles" / "reranker.ml-commons.json").is_file()
 
 
+def test_cli_bundle_into_an_existing_folder_is_one_line_and_leaves_nothing(
+    exported_bi_encoder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    assert main(["mlcommons", "bundle", str(exported_bi_encoder), str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {folder} is a folder")
+    assert "model.zip" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+    assert list(tmp_path.rglob("*partial*")) == []
+    assert list(folder.iterdir()) == []
+    # a write that fails midway (disk full, ...) removes its .partial file too
+    import syntriever_haystack.export.ml_commons_bundle as bundle_module
+
+    def full_disk(self: Any, *args: Any, **kwargs: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bundle_module.zipfile.ZipFile, "writestr", full_disk)
+    out = folder / "bi.zip"
+    assert main(["mlcommons", "bundle", str(exported_bi_encoder), str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "could not write" in err
+    assert "No space left on device" in err
+    assert list(tmp_path.rglob("*partial*")) == []
+    assert not out.exists()
+
+
 def _patch_connection(monkeypatch: pytest.MonkeyPatch, factory: Callable[[], Any]) -> None:
     from syntriever_haystack.opensearch.connection import OpenSearchConnection
 

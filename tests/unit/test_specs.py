@@ -73,7 +73,48 @@ def test_judge_spec_round_trip_and_defaults(tmp_path: Path) -> None:
     assert (preference.margin, preference.threshold, preference.precision) == (0.05, None, "fp32")
     assert JudgeSpec.parse("llm").is_llm
     assert JudgeSpec.coerce(relevance) is relevance
-    relevance.check()  # the folder exists
+    with pytest.raises(JudgeSpecError, match="is not a folder"):
+        JudgeSpec.parse(f"ranker:{tmp_path / 'nope'}").check()
+
+
+def test_judge_spec_check_model_kind(exported_bi_encoder: Path, exported_cross_encoder: Path) -> None:
+    """check() needs an exported model of the judge's kind: embedder a bi-encoder, ranker a cross-encoder."""
+    JudgeSpec.parse(f"ranker:{exported_cross_encoder}?threshold=0.5").check()
+    JudgeSpec.parse(f"embedder:{exported_bi_encoder}?margin=0.1", purpose="preference").check()
+    with pytest.raises(JudgeSpecError, match="is a cross-encoder, but the embedder judge needs a bi-encoder"):
+        JudgeSpec.parse(f"embedder:{exported_cross_encoder}").check()
+    with pytest.raises(JudgeSpecError, match="is a bi-encoder, but the ranker judge needs a cross-encoder"):
+        JudgeSpec.parse(f"ranker:{exported_bi_encoder}").check()
+    with pytest.raises(SyntrieverError, match=r"syntriever\.json"):
+        JudgeSpec.parse(f"ranker:{exported_cross_encoder.parent}").check()
+
+
+@pytest.mark.parametrize(
+    ("text", "purpose", "message"),
+    [
+        ("ranker:x?threshold=nan", "relevance", r"threshold must be a number in \[0, 1\]"),
+        ("ranker:x?threshold=7", "relevance", r"threshold must be a number in \[0, 1\]"),
+        ("ranker:x?threshold=-0.1", "relevance", r"threshold must be a number in \[0, 1\]"),
+        ("embedder:x?threshold=-1.5", "relevance", r"threshold must be a number in \[-1, 1\]"),
+        ("embedder:x?threshold=inf", "relevance", r"threshold must be a number in \[-1, 1\]"),
+        ("embedder:x?margin=nan", "preference", r"margin must be a finite number >= 0"),
+        ("ranker:x?margin=-1", "preference", r"margin must be a finite number >= 0"),
+    ],
+)
+def test_judge_spec_score_ranges(text: str, purpose: str, message: str) -> None:
+    spec = JudgeSpec.parse(text, purpose=purpose)  # type: ignore[arg-type]
+    with pytest.raises(JudgeSpecError, match=message):
+        spec.check()  # the range is checked before the model folder (x does not exist)
+
+
+def test_judge_spec_score_ranges_accept_bounds(tmp_path: Path) -> None:
+    for text, purpose in [
+        ("embedder:{d}?threshold=-1", "relevance"),
+        ("ranker:{d}?threshold=1", "relevance"),
+        ("ranker:{d}?margin=0", "preference"),
+    ]:
+        with pytest.raises(JudgeSpecError, match="is not a folder"):  # past the range check
+            JudgeSpec.parse(text.format(d=tmp_path / "nope"), purpose=purpose).check()  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

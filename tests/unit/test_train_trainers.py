@@ -541,3 +541,35 @@ def test_gold_reranker_groups_take_localised_negatives_from_the_first_stage(
     assert "gold groups" in summary["source"]
     with pytest.raises(TrainingDataError, match="needs --dataset"):
         train_reranker(RerankerTrainingConfig(base=str(corpus["bi"]), output=str(tmp_path / "x"), add_gold_groups=True))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--batch-size", "0"], "argument --batch-size: must be an integer >= 1, got '0'"),
+        (["--epochs", "0"], "argument --epochs: must be a number > 0, got '0'"),
+        (["--grad-accumulation", "-1"], "argument --grad-accumulation: must be an integer >= 1, got '-1'"),
+        (["--checkpoint-steps", "0"], "argument --checkpoint-steps: must be an integer >= 1, got '0'"),
+        (["--warmup-ratio", "1.5"], "argument --warmup-ratio: must be a number >= 0 and <= 1, got '1.5'"),
+        (["--mini-batch-size", "-2"], "argument --mini-batch-size: must be an integer >= 0, got '-2'"),
+        (["--lr", "nan"], "argument --lr: must be a number > 0, got 'nan'"),
+    ],
+)
+def test_train_cli_refuses_out_of_range_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from syntriever_haystack.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "retriever", "--gold-only", "--dataset", "d", "--out", str(tmp_path / "m"), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_cli_reranker_group_size_needs_a_negative(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from syntriever_haystack.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "reranker", "--data", "r.jsonl", "--out", str(tmp_path / "m"), "--group-size", "1"])
+    assert "argument --group-size: must be an integer >= 2, got '1'" in capsys.readouterr().err

@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 Engine = backends.TransformersBackend | backends.LlamaCppBackend
 
 
+class LocalModelError(ValueError):
+    """The local model file exists but cannot be loaded (corrupt, truncated, unsupported)."""
+
+
 class LocalChatModel:
     """
     A local chat model: one model loaded on first use, calls serialised (a 270M model keeps both cores busy).
@@ -93,10 +97,19 @@ class LocalChatModel:
             self.backend == "auto" and resolved.kind == "gguf" and backends.llama_cpp_available()
         )
         loaded: Engine
-        if use_llama_cpp:
-            loaded = backends.LlamaCppBackend(resolved, self.n_threads)
-        else:
-            loaded = backends.TransformersBackend(resolved, cache_dir, self.n_threads, self.precision)
+        try:
+            if use_llama_cpp:
+                loaded = backends.LlamaCppBackend(resolved, self.n_threads)
+            else:
+                loaded = backends.TransformersBackend(resolved, cache_dir, self.n_threads, self.precision)
+        except (ValueError, RuntimeError, OSError, KeyError, IndexError) as error:
+            # the loaders' own messages ("Failed to load model from file", a KeyError on a GGUF field) are
+            # tracebacks to the user: one line naming the file instead
+            detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise LocalModelError(
+                f"Cannot load the local model {resolved.path} ({detail}): the file is corrupt, truncated or not a "
+                "supported model; download it again, or use a registry model such as local:gemma3-270m."
+            ) from error
         template = loaded.chat_template
         if self.prompt_format == "chat_template":
             if not template:

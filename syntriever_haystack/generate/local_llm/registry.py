@@ -103,6 +103,26 @@ class ResolvedModel:
     instruct: bool | None  # None: decide from the tokenizer's chat template
 
 
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf_file(path: Path) -> None:
+    """Fail with a one-line error naming ``path`` unless it starts like a GGUF file (cheap: reads 4 bytes).
+
+    :raises ValueError: If the file cannot be read or is not a GGUF file.
+    """
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(len(GGUF_MAGIC))
+    except OSError as error:
+        raise ValueError(f"Cannot read the model file {path} ({error.strerror or error}).") from None
+    if magic != GGUF_MAGIC:
+        raise ValueError(
+            f"The model file {path} is not a GGUF file (it does not start with 'GGUF'; truncated or corrupt?): "
+            "download it again, or use a registry model such as local:gemma3-270m."
+        )
+
+
 def resolve_model(model: str, cache_dir: Path) -> ResolvedModel:
     """
     Find the file behind a registry name or a path (assembling a registry model into ``cache_dir`` if needed).
@@ -115,6 +135,7 @@ def resolve_model(model: str, cache_dir: Path) -> ResolvedModel:
         return ResolvedModel(entry.locate(cache_dir), "gguf", entry.instruct)
     path = Path(model).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
+        check_gguf_file(path)
         return ResolvedModel(path.resolve(), "gguf", None)
     if path.is_dir() and (path / "config.json").is_file():
         return ResolvedModel(path.resolve(), "transformers", None)

@@ -7,7 +7,13 @@ from typing import Any, Literal
 from haystack import Document, component, default_from_dict, default_to_dict
 
 from syntriever_haystack.runtime.encode import embed_documents
-from syntriever_haystack.runtime.inputs import check_documents, documents_texts, legacy_quantization
+from syntriever_haystack.runtime.inputs import (
+    check_count,
+    check_documents,
+    documents_texts,
+    legacy_quantization,
+    split_textless,
+)
 from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
@@ -74,7 +80,12 @@ class SyntrieverDocumentEmbedder:
         :param normalize_embeddings: L2-normalise embeddings. ``None`` follows the model's metadata.
         :param meta_fields_to_embed: Meta fields whose values are embedded along with the content.
         :param embedding_separator: Separator between the meta values and the content.
+        :raises ValueError: If ``batch_size`` is not an integer >= 1, or ``num_threads`` / ``max_length`` is
+            neither ``None`` nor an integer >= 1 (``max_length`` above the exported maximum fails in ``warm_up``).
         """
+        check_count("SyntrieverDocumentEmbedder", "batch_size", batch_size)
+        check_count("SyntrieverDocumentEmbedder", "num_threads", num_threads, optional=True)
+        check_count("SyntrieverDocumentEmbedder", "max_length", max_length, optional=True)
         self.model = str(model)
         self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
         self.quantization = quantization
@@ -138,7 +149,10 @@ class SyntrieverDocumentEmbedder:
         """
         Embed a list of Documents.
 
-        :param documents: Documents to embed (over-long texts are truncated at the model's max length).
+        :param documents: Documents to embed. Over-long texts are truncated at the model's max length; only about
+            the first ``16 * max_length`` characters of a text are read (``syntriever_haystack.runtime.onnx_model``),
+            so a huge Document costs little more than a window-long one. Documents without text (``content=None``,
+            e.g. images) are not embedded: they are returned unchanged, in place, and a warning is logged.
         :returns: A dictionary with ``documents``: new Documents carrying their ``embedding``, in input order.
         :raises TypeError: If ``documents`` is not a list of Documents with string content.
         """
@@ -150,7 +164,10 @@ class SyntrieverDocumentEmbedder:
         if self._model is None:
             self.warm_up()
         assert self._model is not None
-        texts = documents_texts(documents, meta_fields=self.meta_fields_to_embed, separator=self.embedding_separator)
+        with_text, _ = split_textless("SyntrieverDocumentEmbedder", documents)
+        texts = documents_texts(
+            [documents[i] for i in with_text], meta_fields=self.meta_fields_to_embed, separator=self.embedding_separator
+        )
         embeddings = embed_documents(
             self._model,
             texts,
@@ -160,5 +177,7 @@ class SyntrieverDocumentEmbedder:
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
         )
-        new_documents = [replace(doc, embedding=emb.tolist()) for doc, emb in zip(documents, embeddings, strict=True)]
+        new_documents = list(documents)
+        for i, emb in zip(with_text, embeddings, strict=True):
+            new_documents[i] = replace(documents[i], embedding=emb.tolist())
         return {"documents": new_documents}

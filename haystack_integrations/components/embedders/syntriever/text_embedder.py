@@ -6,7 +6,7 @@ from typing import Any, Literal
 from haystack import component, default_from_dict, default_to_dict
 
 from syntriever_haystack.runtime.encode import embed_queries
-from syntriever_haystack.runtime.inputs import check_text, legacy_quantization
+from syntriever_haystack.runtime.inputs import check_count, check_text, legacy_quantization
 from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
@@ -65,7 +65,12 @@ class SyntrieverTextEmbedder:
         :param batch_size: Kept for parity with the sentence-transformers embedder (one text per run).
         :param progress_bar: Kept for parity with the sentence-transformers embedder.
         :param normalize_embeddings: L2-normalise the embedding. ``None`` follows the model's metadata.
+        :raises ValueError: If ``batch_size`` is not an integer >= 1, or ``num_threads`` / ``max_length`` is
+            neither ``None`` nor an integer >= 1 (``max_length`` above the exported maximum fails in ``warm_up``).
         """
+        check_count("SyntrieverTextEmbedder", "batch_size", batch_size)
+        check_count("SyntrieverTextEmbedder", "num_threads", num_threads, optional=True)
+        check_count("SyntrieverTextEmbedder", "max_length", max_length, optional=True)
         self.model = str(model)
         self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
         self.quantization = quantization
@@ -125,7 +130,9 @@ class SyntrieverTextEmbedder:
         """
         Embed a single string.
 
-        :param text: The text to embed (over-long text is truncated at the model's max length).
+        :param text: The text to embed. Over-long text is truncated at the model's max length, and only about the
+            first ``16 * max_length`` characters are read (see ``syntriever_haystack.runtime.onnx_model``): a
+            100,000-character text costs about as much as a window-long one.
         :returns: A dictionary with ``embedding``: the embedding of the text, a list of floats.
         :raises TypeError: If ``text`` is not a string.
         """

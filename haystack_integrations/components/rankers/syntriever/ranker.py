@@ -9,7 +9,14 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils.misc import _deduplicate_documents
 
 from syntriever_haystack.runtime.encode import score_documents
-from syntriever_haystack.runtime.inputs import check_documents, check_text, documents_texts, legacy_quantization
+from syntriever_haystack.runtime.inputs import (
+    check_count,
+    check_documents,
+    check_text,
+    documents_texts,
+    legacy_quantization,
+    split_textless,
+)
 from syntriever_haystack.runtime.locations import resolve_path
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 
@@ -79,10 +86,18 @@ class SyntrieverRanker:
         :param scale_score: Return ``sigmoid(logit)`` in [0, 1] instead of the raw logit.
         :param score_threshold: Drop Documents scoring below this (on the returned, possibly scaled, score).
         :param batch_size: Pairs per ONNX Runtime call.
-        :raises ValueError: If ``top_k`` is not > 0.
+        :raises ValueError: If ``top_k`` or ``batch_size`` is not an integer >= 1, or ``num_threads`` /
+            ``max_length`` is neither ``None`` nor an integer >= 1 (``max_length`` above the exported maximum fails in
+            ``warm_up``).
         """
-        if top_k <= 0:
-            raise ValueError(f"top_k must be > 0, but got {top_k}")
+        check_count("SyntrieverRanker", "top_k", top_k)
+        check_count("SyntrieverRanker", "batch_size", batch_size)
+        check_count("SyntrieverRanker", "num_threads", num_threads, optional=True)
+        check_count("SyntrieverRanker", "max_length", max_length, optional=True)
+        if score_threshold is not None and not np.isfinite(score_threshold):
+            raise ValueError(
+                f"SyntrieverRanker: score_threshold must be a finite number or None, got {score_threshold}."
+            )
         self.model = str(model)
         self._model_path = resolve_path(model)  # a relative folder: see syntriever_haystack.runtime.locations
         self.quantization = quantization
@@ -163,8 +178,14 @@ class SyntrieverRanker:
         Run-time arguments override the init values when they are not ``None`` (so ``scale_score=False``
         and ``score_threshold=0.0`` do take effect).
 
-        :param query: The query.
+        :param query: The query. A query longer than the model's window is cut to its first tokens before it is
+            paired with each Document, and only about its first ``16 * max_length`` characters are read, so a
+            100,000-character query costs about as much as a window-long one (see
+            ``syntriever_haystack.runtime.onnx_model``).
         :param documents: Candidate Documents (duplicates by id are collapsed, keeping the highest score).
+            Documents without text (``content=None``) are not scored: they come after the scored ones with
+            ``score=None`` (like Haystack's MetaFieldRanker ``missing_meta="bottom"``), count towards ``top_k``, are
+            dropped by a ``score_threshold``, and a warning is logged.
         :param top_k: Maximum number of Documents to return.
         :param scale_score: Return ``sigmoid(logit)`` instead of the raw logit.
         :param score_threshold: Drop Documents scoring below this.
@@ -185,7 +206,10 @@ class SyntrieverRanker:
             self.warm_up()
         assert self._model is not None
         unique = _deduplicate_documents(documents)
-        texts = documents_texts(unique, meta_fields=self.meta_fields_to_embed, separator=self.embedding_separator)
+        with_text, textless = split_textless("SyntrieverRanker", unique)
+        texts = documents_texts(
+            [unique[i] for i in with_text], meta_fields=self.meta_fields_to_embed, separator=self.embedding_separator
+        )
         scores = score_documents(
             self._model,
             query,
@@ -198,7 +222,8 @@ class SyntrieverRanker:
             batch_size=self.batch_size,
         )
         order = np.argsort(-scores, kind="stable")
-        ranked = [replace(unique[i], score=float(scores[i])) for i in order]
+        ranked = [replace(unique[with_text[i]], score=float(scores[i])) for i in order]
+        ranked += [replace(unique[i], score=None) for i in textless]
         if score_threshold is not None:
             ranked = [doc for doc in ranked if doc.score is not None and doc.score >= score_threshold]
         return {"documents": ranked[:top_k]}
