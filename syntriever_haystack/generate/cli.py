@@ -21,38 +21,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from syntriever_haystack.cli_types import NON_NEGATIVE_FLOAT, NON_NEGATIVE_INT, POSITIVE_FLOAT, POSITIVE_INT
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.specs import JudgeSpec, LLMSpec, SystemSpec
 
-
 # ------------------------------------------------------------------------------------------------ argument types
-def _ranged(kind: type[int] | type[float], minimum: float, *, strict: bool = False) -> Callable[[str], Any]:
-    """An argparse ``type=`` accepting ``kind`` values >= ``minimum`` (> with ``strict``); argparse adds the option
-    name to the message (``argument --rpm: must be a number > 0, got '0'``)."""
-    allowed = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {minimum:g}"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-        # (value != value: NaN; an infinite number of seconds / requests is never meant)
-        if (
-            value != value
-            or value in (float("inf"), float("-inf"))
-            or (value <= minimum if strict else value < minimum)
-        ):
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
-        return value
-
-    parse.__name__ = allowed  # what argparse would print for a failed conversion
-    return parse
-
-
-POSITIVE_INT = _ranged(int, 1)
-NON_NEGATIVE_INT = _ranged(int, 0)
-POSITIVE_FLOAT = _ranged(float, 0, strict=True)
-NON_NEGATIVE_FLOAT = _ranged(float, 0)
 
 
 # ------------------------------------------------------------------------------------------------ shared setup

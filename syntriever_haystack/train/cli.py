@@ -13,40 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
-from typing import Any
 
+from syntriever_haystack.cli_types import (
+    FRACTION,
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    ranged,
+)
 from syntriever_haystack.train.loop import LoopSettings
-
-
-def _ranged(
-    kind: type[int] | type[float], minimum: float, *, strict: bool = False, maximum: float | None = None
-) -> Callable[[str], Any]:
-    """An argparse ``type=`` for ``kind`` values >= ``minimum`` (> with ``strict``) and <= ``maximum``; argparse
-    adds the option name to the message (``argument --batch-size: must be an integer >= 1, got '0'``)."""
-    allowed = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {minimum:g}"
-    if maximum is not None:
-        allowed += f" and <= {maximum:g}"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}") from None
-        low_ok = value > minimum if strict else value >= minimum
-        if value != value or not low_ok or (maximum is not None and value > maximum):  # (value != value: NaN)
-            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
-        return value
-
-    parse.__name__ = allowed
-    return parse
-
-
-POSITIVE_INT = _ranged(int, 1)
-NON_NEGATIVE_INT = _ranged(int, 0)
-POSITIVE_FLOAT = _ranged(float, 0, strict=True)
-NON_NEGATIVE_FLOAT = _ranged(float, 0)
-FRACTION = _ranged(float, 0, maximum=1)
 
 
 def _add_loop_options(parser: argparse.ArgumentParser, *, lr: float, epochs: float, batch: int) -> None:
@@ -201,9 +177,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--gold-candidates", type=POSITIVE_INT, default=30, help="negatives come from this top N (30)"
     )
     reranker.add_argument("--base", default="all-MiniLM-L6-v2", help="encoder or cross-encoder to start from")
-    reranker.add_argument(
-        "--group-size", type=_ranged(int, 2), default=8, help="1 positive + G-1 negatives (default 8)"
-    )
+    reranker.add_argument("--group-size", type=ranged(int, 2), default=8, help="1 positive + G-1 negatives (default 8)")
     reranker.add_argument(
         "--negatives-depth", type=POSITIVE_INT, default=None, help="sample negatives in the top N only"
     )

@@ -61,6 +61,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "cli",
         (
             "syntriever_haystack.cli",
+            "syntriever_haystack.cli_types",
             "syntriever_haystack.__main__",
             "syntriever_haystack.opensearch.cli_args",
             "syntriever_haystack.opensearch.ml_cli",
