@@ -46,9 +46,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from syntriever_haystack.export.exporter import length_summary
-    from syntriever_haystack.runtime.metadata import METADATA_FILE, ModelMetadata
+    from syntriever_haystack.runtime.metadata import METADATA_FILE, TOKENIZER_FILE, ModelMetadata, read_model_json
 
     meta = ModelMetadata.load(args.model)  # validates, with a clear error
+    tokenizer = Path(args.model) / TOKENIZER_FILE
+    if tokenizer.is_file():  # `info` vouches for the export: a damaged tokenizer is named here, not at serving time
+        read_model_json(tokenizer)
     print((Path(args.model) / METADATA_FILE).read_text(encoding="utf-8"), end="")
     # the lengths in words on stderr, so stdout stays the JSON file (`syntriever info DIR | jq ...`)
     print("\n".join(length_summary(meta)), file=sys.stderr)

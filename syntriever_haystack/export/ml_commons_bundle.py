@@ -179,6 +179,7 @@ def build_bundle(
                 f"'{path}' is missing: the export is incomplete. "
                 f"Re-run `syntriever export SOURCE_DIR {exported} --force`."
             )
+    tokenizer_data = read_model_json(tokenizer_path)  # a damaged file fails here, before the graph work
     config = _read_config(exported)
     model_type = str(config.get("model_type") or "bert")
     function_name = "TEXT_EMBEDDING" if meta.kind == "bi-encoder" else "TEXT_SIMILARITY"
@@ -193,7 +194,7 @@ def build_bundle(
     graph_bytes, inputs, edits = prepare_graph(
         graph_path.read_bytes(), wanted_inputs=wanted, pool_last_token=pooling == "lasttoken"
     )
-    tokenizer_json = prepare_tokenizer(tokenizer_path.read_text(encoding="utf-8"), meta.max_length, config)
+    tokenizer_json = prepare_tokenizer(json.dumps(tokenizer_data), meta.max_length, config)
 
     out = Path(out_zip)
     out.parent.mkdir(parents=True, exist_ok=True)

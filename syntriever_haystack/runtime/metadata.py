@@ -126,9 +126,6 @@ class ModelMetadata:
             raise ExportedModelError(
                 f"{path} holds a JSON {type(data).__name__}, not an object; re-run `syntriever export` to rewrite it."
             )
-        tokenizer = directory / TOKENIZER_FILE
-        if tokenizer.is_file():  # tokenizers' own error for a damaged file names neither the file nor the fix
-            read_model_json(tokenizer)
         return cls.from_dict(data, source=str(path))
 
 

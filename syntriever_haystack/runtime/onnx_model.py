@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata
+from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata, read_model_json
 
 SOFT_CHARS_PER_TOKEN = 16
 """A text is first read up to this many characters per token of the window (a word is 4-6 characters)."""
@@ -158,7 +158,14 @@ class OnnxModel:
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_name = self.session.get_outputs()[0].name
 
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # tokenizers' own error names neither the file nor the fix
+            read_model_json(tokenizer_path)  # not UTF-8 / not JSON / unreadable: an error naming the file
+            raise ExportedModelError(
+                f"{tokenizer_path} is not a tokenizer file the tokenizers library can read ({exc}); "
+                f"re-run `syntriever export SOURCE_DIR {self.path} --force` to rewrite it."
+            ) from None
         pad_id = self.tokenizer.padding["pad_id"] if self.tokenizer.padding else None
         self.tokenizer.no_padding()
         self.max_length = int(self.metadata.max_length)
