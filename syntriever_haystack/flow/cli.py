@@ -57,6 +57,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         api_base_url=args.api_base_url,
         opensearch_url=args.opensearch_url,
         budget=args.budget,
+        use_training_labels=args.use_training_labels,
     )
     return _execute(recipe, Path(args.out), args)
 
@@ -97,14 +98,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     quick = sub.add_parser(
         "quickstart",
         help="the default recipe on SciFact (or --dataset): ~15 min on 2 CPU cores, offline",
-        description="Run the embedded default recipe: the offline local LLM writes a small synthetic training set, "
-        "the offline MiniLM base is trained on it and on the gold pairs (Syntriever stage 1), exported to ONNX and "
-        "served in Haystack pipelines (in-memory store), evaluated against BM25 and the zero-shot base model, and a "
-        "sample query is answered. --budget medium also trains and serves the LCE reranker. Rerun to resume or to "
-        "skip what is done.",
+        description="Run the embedded default recipe, label-free: the offline local LLM writes queries for sampled "
+        "passages of the corpus, sentence queries and mined hard negatives add volume, the offline MiniLM base is "
+        "trained on them (Syntriever stage 1), exported to ONNX, checked by the ship gate on held-out synthetic "
+        "queries, served in Haystack pipelines (in-memory store), evaluated against BM25 and the zero-shot base model "
+        "when the dataset has judgments, and a sample query is answered. --budget medium also trains the LCE "
+        "reranker (served only if it passes the gate). Rerun to resume or to skip what is done.",
     )
     quick.add_argument(
-        "--dataset", default="scifact", metavar="PATH|NAME", help="BEIR folder, or a BEIR name to download (scifact)"
+        "--dataset",
+        default="scifact",
+        metavar="PATH|NAME",
+        help="a folder of documents (txt/md/html/pdf/docx), a BEIR folder, or a BEIR name to download (scifact)",
+    )
+    quick.add_argument(
+        "--use-training-labels",
+        action="store_true",
+        help="opt in: also train on the dataset's training split (its queries and judgments); reported as such",
     )
     quick.add_argument("--out", default=str(Path("runs") / "quickstart"), help="output folder (runs/quickstart)")
     quick.add_argument(

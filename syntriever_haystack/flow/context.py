@@ -47,6 +47,8 @@ class Layout:
         self.train_view = self.data / "train-split"
         self.gen_retriever = self.data / "retriever"
         self.gen_reranker = self.data / "reranker"
+        self.gen_queries = self.data / "queries"
+        self.mined = self.data / "mined"
         self.gen_preferences = self.data / "preferences"
         self.document_store = self.data / "document_store.json"
         self.index_dir = self.data / "index"
@@ -55,6 +57,7 @@ class Layout:
         self.retriever_onnx = self.models / "retriever-onnx"
         self.reranker_onnx = self.models / "reranker-onnx"
         self.stage1 = self.training / "retriever-stage1"
+        self.stage1_interpolated = self.training / "retriever-stage1-interpolated"
         self.stage2 = self.training / "retriever-stage2"
         self.reranker = self.training / "reranker"
         self.indexing_yaml = self.pipelines / "indexing.yaml"
@@ -116,9 +119,18 @@ class FlowContext:
         """The training split (restricted to ``max_train_queries`` when set)."""
         return self._load("train", self.train_folder(), self.recipe.dataset.train_split)
 
+    def eval_split(self) -> str | None:
+        """The split the evaluation scores (``None``: the dataset has none, or the recipe turned it off)."""
+        data = self.results.get("data") or {}
+        split: str | None = data.get("eval_split", self.recipe.dataset.eval_split)
+        return split
+
     def full_eval_dataset(self) -> BeirDataset:
         """The evaluation split over the full corpus."""
-        dataset = self._load("eval-full", self.dataset_folder(), self.recipe.dataset.eval_split)
+        split = self.eval_split()
+        if split is None:
+            raise FlowError("this run has no evaluation split (dataset.eval_split); there is nothing to evaluate")
+        dataset = self._load("eval-full", self.dataset_folder(), split)
         if self.recipe.evaluate.max_queries is not None:
             key = "eval-queries"
             if key not in self._datasets:
@@ -129,13 +141,34 @@ class FlowContext:
 
     def corpus(self) -> dict[str, Passage]:
         """The full corpus."""
-        return self.full_eval_dataset().corpus
+        if "corpus" not in self._datasets:
+            from syntriever_haystack.data.beir import read_corpus
+
+            self._datasets["corpus"] = read_corpus(self.dataset_folder() / "corpus.jsonl")
+        corpus: dict[str, Passage] = self._datasets["corpus"]
+        return corpus
+
+    def corpus_dataset(self) -> BeirDataset:
+        """The full corpus as a dataset without queries (what is indexed and served when nothing is evaluated)."""
+        from syntriever_haystack.data.beir import BeirDataset
+
+        data = self.results.get("data") or {}
+        return BeirDataset(
+            name=str(data.get("name", "corpus")),
+            path=self.dataset_folder(),
+            split="corpus",
+            corpus=self.corpus(),
+            queries={},
+            qrels={},
+        )
 
     def eval_dataset(self) -> BeirDataset:
         """The evaluation split over the evaluation corpus: the full one, or the sample ``evaluate.corpus_sample``."""
         if "eval" not in self._datasets:
             from syntriever_haystack.data.beir import sample_corpus
 
+            if self.eval_split() is None:
+                return self.corpus_dataset()
             full = self.full_eval_dataset()
             size = self.recipe.evaluate.corpus_sample
             self._datasets["eval"] = full if size is None else sample_corpus(full, size, seed=self.recipe.seed)
@@ -212,6 +245,22 @@ class FlowContext:
 
         exported = self.results.get(step) or {}
         return parse_precision(exported.get("precision") or self.recipe.export.precision, key=f"{step} precision")
+
+    def served_retriever(self) -> tuple[Path, Precision]:
+        """The dense model the pipelines serve: the trained retriever when it passed the gate, else the base model."""
+        gate = self.results.get("gate") or {}
+        if gate.get("served_retriever", "trained") == "trained":
+            return self.layout.retriever_onnx, self.precision("export-retriever")
+        return self.layout.base_onnx, self.precision("base-model")
+
+    def serves_reranker(self) -> bool:
+        """Whether the served query pipeline reranks: ``serve.reranker``, and with ``auto`` the gate's decision."""
+        mode = self.recipe.serve.reranker
+        if not self.recipe.train.reranker.enabled or mode == "never":
+            return False
+        if mode == "always":
+            return True
+        return bool((self.results.get("gate") or {}).get("served_reranker", False))
 
     def relative(self, path: Path) -> str:
         """``path`` relative to the output folder (how results name the run's own files)."""

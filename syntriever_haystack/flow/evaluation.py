@@ -56,12 +56,14 @@ def system_spec(name: str, models: Models) -> str:
     :raises ValueError: When the alias needs a model the run did not build.
     """
     first, plus, rest = name.partition("+rerank")
-    if first not in ("bm25", "zero-shot", "trained", "hybrid") or rest:
+    if first not in ("bm25", "zero-shot", "trained", "hybrid", "hybrid-zero-shot") or rest:
         return name  # a raw SPEC
     if first == "bm25":
         spec = "bm25"
     elif first == "zero-shot":
         spec = f"dense:{models.base}?precision={models.base_precision}"
+    elif first == "hybrid-zero-shot":
+        spec = f"hybrid:{models.base}?precision={models.base_precision}"
     else:
         if models.retriever is None:
             raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
@@ -216,16 +218,11 @@ def _pipeline_mark(row: dict[str, Any]) -> str:
 
 
 def served_candidates(ctx: FlowContext, systems: list[str]) -> list[str]:
-    """The aliases of the query pipelines that may be served (:func:`~.serving.choose_query_pipeline` picks one
-    from the evaluated rows): the evaluation must score each of them."""
-    has_ranker = ctx.layout.query_rerank_yaml.is_file()
-    mode = ctx.recipe.serve.reranker
-    if mode == "never" or not has_ranker:
-        return ["hybrid"]
-    if mode == "always":
-        return ["hybrid+rerank"]
-    decided_by = [f for f in ("hybrid", "trained") if f in systems and f"{f}+rerank" in systems]
-    return ["hybrid", "hybrid+rerank"] if decided_by else ["hybrid"]
+    """The saved query pipelines the evaluation scores: the served one (the gate chose it) and, when the run has a
+    reranker, the other one too (the real effect of the gate's reranker decision)."""
+    if ctx.layout.query_rerank_yaml.is_file():
+        return ["hybrid", "hybrid+rerank"]
+    return ["hybrid"]
 
 
 def served_corpus_problem(ctx: FlowContext, dataset: BeirDataset) -> str | None:
@@ -253,7 +250,7 @@ def _flow_pipeline_runner(ctx: FlowContext, dataset: BeirDataset) -> Callable[..
             from syntriever_haystack.flow.serving import document_store
             from syntriever_haystack.serve.memory_store import load_memory_store
 
-            if document_store(ctx.recipe.serve, ctx.layout.retriever_onnx).count_documents() == 0:
+            if document_store(ctx.recipe.serve, ctx.served_retriever()[0]).count_documents() == 0:
                 load_memory_store(ctx.layout.document_store)  # fills the shared index the pipeline reads
         search = saved_pipeline_runner(path, top_k=top_k)
         stored = None if search.store is None else search.store.count_documents()
@@ -280,7 +277,7 @@ def _primed_cache(ctx: FlowContext, dataset: BeirDataset) -> PrimedEmbeddingCach
     if index.get("corpus_fingerprint") != dataset.fingerprint():
         return cache
     precision = str(index.get("precision"))
-    model = onnx_fingerprint(ctx.layout.retriever_onnx, precision)
+    model = onnx_fingerprint(ctx.served_retriever()[0], precision)
     if model is None or model != index.get("model_fingerprint"):
         return cache
     array = np.load(embeddings)
@@ -351,8 +348,8 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         names += added
         if added:
             notes.append(
-                f"{', '.join(added)} added to the evaluated systems: the served query pipeline is one of them "
-                f"(serve.reranker: {recipe.serve.reranker})"
+                f"{', '.join(added)} added to the evaluated systems: the saved query pipelines (the served one is "
+                f"marked; serve.reranker: {recipe.serve.reranker})"
             )
     else:
         message = f"hybrid (+rerank) scored by the evaluation's own fusion, not by the saved pipelines: {problem}"
@@ -380,11 +377,7 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
     served: str | None = None
     served_path: Path | None = None
     if pipelines:
-        # the choice the answer step makes, from these rows
-        decided = dataclasses.replace(
-            ctx, results={**ctx.results, "evaluate": {"rows": rows, "metrics": report.metrics}}
-        )
-        served_path, _ = choose_query_pipeline(decided)
+        served_path, _ = choose_query_pipeline(ctx)  # decided by the gate, never by these judgments
         served = "hybrid+rerank" if served_path == layout.query_rerank_yaml else "hybrid"
         paths = {"hybrid": layout.query_yaml, "hybrid+rerank": layout.query_rerank_yaml}
         for row in rows:

@@ -34,6 +34,7 @@ __all__ = [
     "DatasetSection",
     "EvaluateSection",
     "ExportSection",
+    "GateSection",
     "GenerateSection",
     "LLMSection",
     "PreferencesSection",
@@ -56,18 +57,25 @@ __all__ = [
 class DatasetSection:
     """The corpus and its queries.
 
-    :param path: A BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) or a BEIR dataset name,
-        downloaded into the cache on first use (``scifact``, ``nfcorpus``, ...).
-    :param train_split: Split whose queries get synthetic stage-1 examples and whose gold pairs train the retriever
-        (with ``train.retriever.add_gold_pairs``).
-    :param eval_split: Split the evaluation scores.
-    :param max_train_queries: Use at most this many training queries (a seeded sample); ``null`` for all.
+    :param path: A folder of documents (``.txt``/``.md``/``.html``/``.pdf``/``.docx``, split into passages as
+        ``syntriever data from-folder`` does), a BEIR folder (``corpus.jsonl``; queries and judgments optional), or a
+        BEIR dataset name, downloaded into the cache on first use (``scifact``, ``nfcorpus``, ...).
+    :param use_training_labels: Opt-in: also use the queries and judgments of ``train_split`` (the Syntriever
+        paper's setting: synthetic ``p+``/``p-``/``q_cot`` for the training queries, plus their gold pairs with
+        ``train.retriever.add_gold_pairs``). Off by default: nothing reads a training query or judgment, and the
+        report says which it was.
+    :param train_split: The training split, read only with ``use_training_labels``.
+    :param eval_split: Split the evaluation scores (judgments are used for nothing else). When the dataset has no
+        such split (a folder of documents, a corpus without judgments), there is no evaluation and the report shows
+        the label-free checks only; ``null`` skips the evaluation.
+    :param max_train_queries: With ``use_training_labels``: at most this many training queries (a seeded sample).
     :param include_title: Passage text is ``title + " " + text`` (the BEIR convention).
     """
 
     path: str = "scifact"
+    use_training_labels: bool = False
     train_split: str = "train"
-    eval_split: str = "test"
+    eval_split: str | None = "test"
     max_train_queries: int | None = None
     include_title: bool = True
 
@@ -117,31 +125,46 @@ class PreferencesSection:
 
 @dataclass
 class GenerateSection:
-    """Synthetic data budgets and judges.
+    """Synthetic training data, label-free: queries for sampled corpus passages, mined hard negatives.
 
-    :param judge: Verifies stage-1 ``p+``/``p-`` and labels reranker candidates: ``embedder`` (cosine of the
-        base model, the default: small local LLMs judge at chance), ``llm``, or a judge SPEC
-        (``embedder:DIR?threshold=X``, ``ranker:DIR?threshold=X``).
-    :param threshold: Threshold of the ``embedder`` judge.
-    :param retriever_queries: Training queries that get synthetic ``p+``, ``p-``, ``q_cot`` (0: none).
-    :param use_cot: Also generate ``q_cot`` (a positive).
-    :param reranker_passages: Corpus passages that get synthetic reranker queries.
-    :param queries_per_passage: Synthetic queries per passage (types cycle: question, keywords, claim).
-    :param reranker_candidates: First-stage candidates judged per synthetic query (the hard negatives).
-    :param candidate_retriever: First stage that supplies those candidates (a ``syntriever evaluate`` SPEC).
+    :param passages: Corpus passages that get LLM-written queries (types cycle: claim, question, keywords).
+    :param queries_per_passage: LLM queries per passage.
+    :param sentence_queries: Passages that also give an extractive pseudo-query (one of their sentences, the
+        Inverse Cloze Task): free, no LLM; 0 turns them off.
+    :param held_out: Fraction of the passages (a seeded hash of their id) whose queries are never trained on: the
+        ship gate ranks them over the full corpus.
+    :param candidates: First-stage candidates retrieved per query: the hard negatives are drawn from them.
+    :param candidate_retriever: The first stage of those candidates (a ``syntriever evaluate`` SPEC or ``zero-shot``).
+    :param round_trip: Round-trip consistency: keep an LLM training query only if the candidate retriever ranks its
+        source passage in its top this-many (``null``: keep all).
+    :param negatives: Hard negatives per stage-1 example.
+    :param skip_top: Never take the first this-many candidates as negatives (false-negative guard).
+    :param guard: Also skip candidates whose first-stage score is within this fraction of the source passage's.
     :param min_words: Passages shorter than this are not sampled.
+    :param judge: With ``dataset.use_training_labels``: verifies the synthetic ``p+``/``p-`` of training queries
+        (``embedder``: cosine of the base model; ``llm``; or a judge SPEC). Also the stage-2 preferences' default.
+    :param threshold: Threshold of the ``embedder`` judge.
+    :param retriever_queries: With ``dataset.use_training_labels``: training queries that get synthetic ``p+``,
+        ``p-``, ``q_cot``.
+    :param use_cot: Also generate ``q_cot`` (a positive) for those.
     :param preferences: Stage-2 preference data.
     """
 
+    passages: int = 150
+    queries_per_passage: int = 1
+    sentence_queries: int = 1000
+    held_out: float = 0.3
+    candidates: int = 30
+    candidate_retriever: str = "bm25"
+    round_trip: int | None = None
+    negatives: int = 1
+    skip_top: int = 0
+    guard: float = 0.0
+    min_words: int = 20
     judge: str = "embedder"
     threshold: float = 0.5
     retriever_queries: int = 16
     use_cot: bool = True
-    reranker_passages: int = 16
-    queries_per_passage: int = 2
-    reranker_candidates: int = 20
-    candidate_retriever: str = "bm25"
-    min_words: int = 20
     preferences: PreferencesSection = field(default_factory=PreferencesSection)
 
 
@@ -149,7 +172,8 @@ class GenerateSection:
 class RetrieverTrainSection:
     """Stage 1: multi-positive contrastive distillation on synthetic examples (+ gold pairs).
 
-    :param add_gold_pairs: Also train on the gold pairs of the training queries without a synthetic example.
+    :param add_gold_pairs: With ``dataset.use_training_labels``: also train on the gold pairs of the training
+        queries without a synthetic example.
     :param positive_mode: ``all`` (gold, verified ``p+``, ``q_cot``) or ``gold`` (the released code's variant).
     :param epochs: Passes over the data.
     :param learning_rate: Peak learning rate.
@@ -157,19 +181,29 @@ class RetrieverTrainSection:
     :param query_max_length: Query tokens.
     :param passage_max_length: Passage tokens in training (the exported model keeps the base model's maximum, so
         a shorter length only makes training faster).
-    :param dev_fraction: Training queries held out for a dev evaluation during training (0: none, faster).
+    :param dev_fraction: With ``dataset.use_training_labels``: training queries held out for a dev evaluation
+        during training (0: none, faster).
     :param max_steps: Stop after this many steps (``null``: the full schedule).
+    :param margin_mse_weight: Weight of a margin-MSE distillation term (GPL) next to the contrastive loss: the
+        student's score margins between the positive and each hard negative follow a label-free teacher's (the base
+        model + BM25 ensemble; 0: off).
+    :param teacher_bm25_weight: The teacher's BM25 share: ``cosine + w · BM25 / max BM25 of the query``.
+    :param interpolation: The served weights are ``interpolation · trained + (1 − interpolation) · base`` (WiSE-FT
+        weight interpolation; 1: the trained weights as they are).
     """
 
     add_gold_pairs: bool = True
     positive_mode: Literal["all", "gold"] = "all"
     epochs: float = 1.0
-    learning_rate: float = 5e-5
+    learning_rate: float = 2e-5
     batch_size: int = 32
     query_max_length: int = 64
-    passage_max_length: int = 160
+    passage_max_length: int = 128
     dev_fraction: float = 0.0
     max_steps: int | None = None
+    margin_mse_weight: float = 30.0
+    teacher_bm25_weight: float = 0.5
+    interpolation: float = 0.5
 
 
 @dataclass
@@ -196,15 +230,17 @@ class RerankerTrainSection:
 
     :param enabled: Generate reranker data, train and export the reranker (off in the small quickstart: a useful
         LCE reranker needs far more synthetic groups and steps than ~15 minutes on 2 CPU cores allow).
-    :param base_model: Starting encoder (``null``: ``train.base_model``); a fresh 1-logit head is added.
-    :param add_gold_groups: Also train on groups built from the training split's judgments (gold positive + BM25
+    :param base_model: Starting encoder, with a fresh 1-logit head: ``stage1`` (the trained stage-1 retriever's
+        encoder, which already separates the corpus's passages), ``null`` (``train.base_model``) or a folder.
+    :param add_gold_groups: With ``dataset.use_training_labels``: also train on groups built from the training
+        split's judgments (gold positive + BM25
         hard negatives): one group per judged pair, so far more steps than the synthetic groups alone.
     :param group_size: 1 positive + ``group_size - 1`` hard negatives per group.
     :param max_length: Tokens of query + passage (also the exported maximum).
     """
 
     enabled: bool = False
-    base_model: str | None = None
+    base_model: str | None = "stage1"
     add_gold_groups: bool = False
     epochs: float = 3.0
     learning_rate: float = 5e-5
@@ -253,8 +289,8 @@ class ServeSection:
     :param index_corpus: Index the ``evaluation`` corpus (the sampled one when ``evaluate.corpus_sample`` is
         set: fast, and its embeddings are reused by the evaluation) or the ``full`` corpus.
     :param top_k: Documents the query pipeline returns.
-    :param reranker: Use the trained reranker in the query pipeline that answers the sample query: ``auto``
-        (when it scored better than the retriever alone in the evaluation), ``always`` or ``never``.
+    :param reranker: Serve the trained reranker (``query-rerank.yaml``): ``auto`` (when the ship gate says it
+        improves the served first stage on held-out synthetic queries), ``always`` or ``never``.
     """
 
     store: Literal["memory", "opensearch"] = "memory"
@@ -269,8 +305,9 @@ class ServeSection:
 class EvaluateSection:
     """The comparison.
 
-    :param systems: Aliases (``bm25``, ``zero-shot``, ``trained``, ``hybrid`` — the served first stage —,
-        ``hybrid+rerank`` — the served reranked pipeline —, ``trained+rerank``, ``zero-shot+rerank``,
+    :param systems: Aliases (``bm25``, ``zero-shot``, ``trained``, ``hybrid-zero-shot`` — BM25 + the base model —,
+        ``hybrid`` — the saved first-stage pipeline —, ``hybrid+rerank`` — the saved reranked pipeline, added when
+        the run trains a reranker —, ``trained+rerank``, ``zero-shot+rerank``,
         ``bm25+rerank``) or raw ``syntriever evaluate`` SPECs.
     :param baseline: The system every other one is tested against (paired test, Holm-adjusted).
     :param metrics: ``ir_measures`` names (``RR@10`` is MRR@10).
@@ -283,14 +320,35 @@ class EvaluateSection:
     :param cache: Reuse corpus embeddings across runs (``$SYNTRIEVER_CACHE`` or ``~/.cache/syntriever``).
     """
 
-    systems: list[str] = field(default_factory=lambda: ["bm25", "zero-shot", "trained", "hybrid"])
+    systems: list[str] = field(default_factory=lambda: ["bm25", "zero-shot", "trained", "hybrid-zero-shot", "hybrid"])
     baseline: str = "zero-shot"
     metrics: list[str] = field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
     rerank_depth: int = 10
-    corpus_sample: int | None = 1000
+    corpus_sample: int | None = None
     max_queries: int | None = None
     test: Literal["t-test", "permutation", "bootstrap"] = "t-test"
     cache: bool = True
+
+
+@dataclass
+class GateSection:
+    """The ship gate: a trained component replaces what it improves on only when a label-free check says so.
+
+    The check ranks the held-out synthetic queries (``generate.held_out``; never trained on) over the full corpus,
+    each with its source passage as the one relevant document: the trained retriever against the base model, the
+    reranker on the served first stage against that first stage alone.
+
+    :param enabled: Off: every trained component is served (the report says so).
+    :param metric: The metric compared.
+    :param min_delta: A component ships when it beats what it replaces by more than this ...
+    :param max_p: ... and the paired test over the held-out queries (``evaluate.test``) gives p at most this (1: no
+        test). With a few dozen held-out queries only a clear gain ships: the gate is built to never ship worse.
+    """
+
+    enabled: bool = True
+    metric: str = "nDCG@10"
+    min_delta: float = 0.0
+    max_p: float = 0.1
 
 
 @dataclass
@@ -311,6 +369,7 @@ class Recipe:
     train: TrainSection = field(default_factory=TrainSection)
     export: ExportSection = field(default_factory=ExportSection)
     serve: ServeSection = field(default_factory=ServeSection)
+    gate: GateSection = field(default_factory=GateSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     sample_query: str | None = None
 

@@ -25,7 +25,8 @@ SYSTEM_ALIASES = {
     "bm25": "BM25 over the evaluation corpus",
     "zero-shot": "the base model, exported to ONNX, untrained",
     "trained": "the trained retriever (stage 1, or stage 2 when enabled)",
-    "hybrid": "BM25 + the trained retriever, reciprocal rank fusion (what the query pipeline serves)",
+    "hybrid-zero-shot": "BM25 + the base model, reciprocal rank fusion (the untrained hybrid)",
+    "hybrid": "the saved query pipeline: BM25 + the served dense model (trained if it passed the gate), RRF",
     "hybrid+rerank": "the hybrid top rerank_depth reranked by the trained reranker (the reranked query pipeline)",
     "zero-shot+rerank": "the base model's top rerank_depth reranked by the trained reranker",
     "trained+rerank": "the trained retriever's top rerank_depth reranked by the trained reranker",
@@ -66,10 +67,11 @@ class Problems(list[str]):
 
 # ------------------------------------------------------------------------------------------------- ranges
 # Numeric settings by the range they need, named as in the recipe (so the message names the key that was read).
-_POSITIVE_OR_NULL = """dataset.max_train_queries evaluate.corpus_sample evaluate.max_queries train.threads
-    train.retriever.max_steps train.stage2.max_steps train.reranker.max_steps""".split()
-_ZERO_OR_MORE = ["generate.retriever_queries", "generate.reranker_passages", "generate.min_words", "llm.parse_retries"]
-_POSITIVE = """llm.concurrency llm.max_tokens generate.queries_per_passage generate.reranker_candidates
+_POSITIVE_OR_NULL = """generate.round_trip dataset.max_train_queries evaluate.corpus_sample evaluate.max_queries
+    train.threads train.retriever.max_steps train.stage2.max_steps train.reranker.max_steps""".split()
+_ZERO_OR_MORE = """generate.retriever_queries generate.passages generate.sentence_queries generate.min_words
+    generate.skip_top llm.parse_retries""".split()
+_POSITIVE = """llm.concurrency llm.max_tokens generate.queries_per_passage generate.candidates generate.negatives
     generate.preferences.queries train.retriever.batch_size train.stage2.batch_size train.reranker.batch_size
     serve.top_k evaluate.rerank_depth""".split()
 _POSITIVE_NUMBERS = """train.retriever.epochs train.stage2.epochs train.reranker.epochs llm.timeout""".split()
@@ -138,6 +140,25 @@ def _check_ranges(recipe: Any, problems: Problems) -> None:
         0 <= train.retriever.dev_fraction < 1,
         f"train.retriever.dev_fraction: use a fraction in [0, 1), got {train.retriever.dev_fraction}",
     )
+    for key in ("train.retriever.margin_mse_weight", "train.retriever.teacher_bm25_weight"):
+        _check(value(key) >= 0 and _finite(value(key)), f"{key}: must be 0 or more, got {value(key)}")
+    interpolation = recipe.train.retriever.interpolation
+    _check(
+        0 < interpolation <= 1,
+        f"train.retriever.interpolation: the trained weights' share must be in (0, 1], got {interpolation}",
+    )
+    gen = recipe.generate
+    _check(0 <= gen.held_out < 1, f"generate.held_out: use a fraction in [0, 1), got {gen.held_out}")
+    _check(0 <= gen.guard < 1, f"generate.guard: use a fraction in [0, 1) (0: off), got {gen.guard}")
+    _check(
+        gen.skip_top < gen.candidates,
+        f"generate.skip_top: {gen.skip_top} skips every one of the {gen.candidates} candidates; lower it",
+    )
+    _check(0 < recipe.gate.max_p <= 1, f"gate.max_p: use a p-value in (0, 1], got {recipe.gate.max_p}")
+    _check(
+        recipe.gate.min_delta >= 0 and _finite(recipe.gate.min_delta),
+        f"gate.min_delta: must be 0 or more, got {recipe.gate.min_delta}",
+    )
     _check(
         train.stage2.kl_weight >= 0 and _finite(train.stage2.kl_weight),
         f"train.stage2.kl_weight: must be 0 or more, got {train.stage2.kl_weight}",
@@ -181,6 +202,8 @@ def _check_texts(recipe: Any, problems: Problems) -> None:
     _check(bool(recipe.dataset.path.strip()), "dataset.path: empty; give a BEIR folder or a BEIR name (scifact)")
     for key in ("dataset.train_split", "dataset.eval_split"):
         split = functools.reduce(getattr, key.split("."), recipe)
+        if split is None and key == "dataset.eval_split":
+            continue
         _check(
             bool(split.strip()) and not re.search(r"[/\\]", split),
             f"{key}: {split!r} is not a split name; use the stem of a qrels/<split>.tsv file (train, dev, test)",
@@ -233,17 +256,33 @@ def validate(recipe: Any) -> Problems:
     problems = Problems()
     _check, _parses = problems.check, problems.parses
     _parses("llm.spec", lambda: LLMSpec.parse(llm.spec, api_base_url=llm.api_base_url, api_key_env=llm.api_key_env))
-    _parses("generate.candidate_retriever", lambda: SystemSpec.parse(gen.candidate_retriever))
+    if gen.candidate_retriever != "zero-shot":
+        _parses("generate.candidate_retriever", lambda: SystemSpec.parse(gen.candidate_retriever))
     for name in recipe.evaluate.systems:
         if ":" in name:
             _parses("evaluate.systems", functools.partial(SystemSpec.parse, name))
     _check_judges(recipe, problems)
     _check_ranges(recipe, problems)
     _check_texts(recipe, problems)
-    _check(
-        gen.retriever_queries > 0 or train.retriever.add_gold_pairs,
-        "stage 1 has nothing to train on: set generate.retriever_queries > 0 or train.retriever.add_gold_pairs: true",
-    )
+    if recipe.dataset.use_training_labels:
+        _check(
+            gen.retriever_queries > 0 or train.retriever.add_gold_pairs or gen.passages > 0 or gen.sentence_queries > 0,
+            "stage 1 has nothing to train on: set generate.passages or generate.retriever_queries above 0, or "
+            "train.retriever.add_gold_pairs: true",
+        )
+    else:
+        _check(
+            gen.passages > 0 or gen.sentence_queries > 0,
+            "stage 1 has nothing to train on: set generate.passages (LLM queries) or generate.sentence_queries above 0"
+            " (or opt in to dataset.use_training_labels)",
+        )
+        _check(
+            not train.reranker.add_gold_groups,
+            "train.reranker.add_gold_groups reads training judgments: set dataset.use_training_labels: true to opt in",
+        )
+    gate_problems = Problems()
+    _check_metrics([recipe.gate.metric], gate_problems)
+    problems.extend(p.replace("evaluate.metrics:", "gate.metric:", 1) for p in gate_problems)
     if train.stage2.enabled:
         _check(
             train.stage2.loss == "plackett_luce" or train.stage2.kl_weight == 0,

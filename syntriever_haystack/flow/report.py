@@ -25,6 +25,8 @@ def steps_table(summary: RunSummary) -> str:
 
 
 def _evaluation_text(evaluation: dict[str, Any]) -> list[str]:
+    if evaluation.get("skipped"):
+        return [evaluation["skipped"] + "."]
     lines = [
         f"**{evaluation['dataset']} · {evaluation['split']} · {evaluation['queries']} queries · "
         f"{evaluation['documents']:,} documents**",
@@ -70,7 +72,37 @@ def _served_text(evaluation: dict[str, Any]) -> list[str]:
     return []
 
 
+def real_effects(gate: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """Per gate check, the same comparison on the evaluation's judgments (when there are any)."""
+    rows = {r["system"]: r for r in (evaluation or {}).get("rows", [])}
+    pairs = {"retriever": ("trained", "zero-shot"), "reranker": ("hybrid+rerank", "hybrid")}
+    metric = gate.get("metric", "nDCG@10")
+    out = {}
+    for check in gate.get("checks", []):
+        candidate, incumbent = pairs.get(check["component"], ("", ""))
+        if candidate in rows and incumbent in rows and metric in rows[candidate]["means"]:
+            a, b = rows[candidate]["means"][metric], rows[incumbent]["means"][metric]
+            out[check["component"]] = {"candidate": round(a, 4), "incumbent": round(b, 4), "delta": round(a - b, 4)}
+    return out
+
+
+def gate_text(gate: dict[str, Any], evaluation: dict[str, Any] | None) -> list[str]:
+    """The gate's table, with the real effect next to each check when the evaluation has judgments."""
+    from syntriever_haystack.flow.steps.gate import gate_markdown
+
+    lines = gate_markdown(gate).rstrip("\n").split("\n")
+    effects = real_effects(gate, evaluation)
+    if effects:
+        metric = gate.get("metric", "nDCG@10")
+        lines += ["", f"The same comparisons on the evaluation's judgments ({metric}; never used by the gate):", ""]
+        for component, e in effects.items():
+            lines.append(f"- {component}: {e['candidate']:.4f} vs {e['incumbent']:.4f} ({e['delta']:+.4f})")
+    return lines
+
+
 def _answer_text(answer: dict[str, Any]) -> list[str]:
+    if not answer.get("query"):
+        return ["No sample query (no evaluation split, no held-out query; set `sample_query`)."]
     lines = [f"**Query**: {answer['query']}", "", f"Answered by `{answer['pipeline']}` — {answer['reason']}.", ""]
     for rank, doc in enumerate(answer["documents"], start=1):
         mark = " ✓ relevant" if doc.get("relevant") else ""
@@ -93,13 +125,23 @@ def _files(ctx: FlowContext) -> list[str]:
         (
             "data (JSONL)",
             [
+                layout.gen_queries / "queries.jsonl",
+                layout.mined / "retriever.jsonl",
+                layout.mined / "reranker.jsonl",
                 layout.gen_retriever / "retriever.jsonl",
-                layout.gen_reranker / "reranker.jsonl",
                 layout.gen_preferences / "preferences.jsonl",
                 layout.document_store,
             ],
         ),
-        ("report", [layout.report / "report.md", layout.report / "summary.json", layout.report / "results.png"]),
+        (
+            "report",
+            [
+                layout.report / "report.md",
+                layout.report / "summary.json",
+                layout.report / "gate.md",
+                layout.report / "results.png",
+            ],
+        ),
     ]
     lines = []
     for label, paths in entries:
@@ -115,11 +157,22 @@ def report_markdown(ctx: FlowContext, summary: RunSummary) -> str:
     lines = [f"# syntriever run: {recipe.name}", ""]
     data = results.get("data")
     if data:
+        if recipe.dataset.use_training_labels:
+            labels = (
+                f"**training labels used (opt-in)**: {data['train_queries']:,} training queries and their judgments "
+                f"from `{recipe.dataset.train_split}`"
+            )
+        else:
+            labels = "**label-free**: no training query and no judgment was read for training or for any decision"
+        split = data.get("eval_split", recipe.dataset.eval_split)
+        evaluated = (
+            f"{data['eval_queries']:,} evaluation queries from `{split}` (used only to evaluate)"
+            if split
+            else "no evaluation split"
+        )
         lines += [
-            f"Dataset `{data['name']}` ({data['documents']:,} documents; {data['train_queries']:,} training queries "
-            f"from `{recipe.dataset.train_split}`, {data['eval_queries']:,} evaluation queries from "
-            f"`{recipe.dataset.eval_split}`). Base model `{recipe.train.base_model}`, LLM `{recipe.llm.spec}`, "
-            f"store `{recipe.serve.store}`.",
+            f"Dataset `{data['name']}` ({data['documents']:,} documents; {labels}; {evaluated}). Base model "
+            f"`{recipe.train.base_model}`, LLM `{recipe.llm.spec}`, store `{recipe.serve.store}`.",
             "",
         ]
     lines += ["## What was built", ""]
@@ -129,9 +182,17 @@ def report_markdown(ctx: FlowContext, summary: RunSummary) -> str:
         built.append(
             f"- stage-1 synthetic examples: {g['records']} for {g['items']} training queries (judge `{g['judge']}`)"
         )
-    if "generate-reranker" in results:
-        g = results["generate-reranker"]
-        built.append(f"- reranker groups: {g['groups']} from {g['passages']} passages (judge `{g['judge']}`)")
+    if "generate-queries" in results:
+        g = results["generate-queries"]
+        built.append(f"- LLM queries: {g['queries']} accepted for {g['passages']} sampled passages (`{g['llm']}`)")
+    if "mine" in results:
+        m = results["mine"]
+        built.append(
+            f"- mined: {m['train_queries']} training queries ({m['llm_queries'] - m['gate_queries']} LLM + "
+            f"{m['sentence_queries']} sentence), {m['negatives']} hard negatives from "
+            f"`{ctx.short(m['candidate_retriever'])}`, "
+            f"{m['reranker_groups']} reranker groups; {m['gate_queries']} held-out queries for the gate"
+        )
     if "generate-preferences" in results:
         g = results["generate-preferences"]
         built.append(f"- stage-2 preferences: {g['records']} over {g['queries']} queries (judge `{g['judge']}`)")
@@ -146,6 +207,8 @@ def report_markdown(ctx: FlowContext, summary: RunSummary) -> str:
             built.append(line + (f" — {ctx.short(str(t['source']))}" if t.get("source") else ""))
     lines += built or ["- (nothing yet)"]
     lines += [""]
+    if "gate" in results:
+        lines += ["## Ship gate", "", *gate_text(results["gate"], results.get("evaluate")), ""]
     if "evaluate" in results:
         lines += ["## Results", "", *_evaluation_text(results["evaluate"]), ""]
         if (ctx.layout.report / "results.png").exists():
@@ -203,6 +266,11 @@ def write_reports(ctx: FlowContext, summary: RunSummary) -> None:
         },
         "baseline": evaluation.get("baseline"),
         "served": evaluation.get("served"),  # the system whose row is the served (saved) query pipeline
+        "labels": "training split (opt-in)" if ctx.recipe.dataset.use_training_labels else "none",
+        "gate": {
+            **(summary.results.get("gate") or {}),
+            "real_effect": real_effects(summary.results.get("gate") or {}, evaluation),
+        },
         "evaluation": {k: v for k, v in evaluation.items() if k not in ("rows",)},
         "answer": summary.results.get("answer"),
         "warnings": summary.warnings,
@@ -215,6 +283,9 @@ def print_summary(ctx: FlowContext, summary: RunSummary) -> None:
     out = sys.stdout
     print("\n## Steps\n", file=out)
     print(steps_table(summary), file=out)
+    if "gate" in summary.results:
+        print("\n## Ship gate\n", file=out)
+        print("\n".join(gate_text(summary.results["gate"], summary.results.get("evaluate"))), file=out)
     if "evaluate" in summary.results:
         print("\n## Results\n", file=out)
         print("\n".join(_evaluation_text(summary.results["evaluate"])), file=out)

@@ -7,6 +7,7 @@ index`` / ``search`` use); this module wires them to the recipe.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,32 +107,22 @@ def clear_store(store: Any) -> None:
 
 
 def choose_query_pipeline(ctx: FlowContext) -> tuple[Path, str]:
-    """The saved query pipeline that answers the sample query, and why."""
+    """The saved query pipeline that is served (and answers the sample query), and why: ``serve.reranker``, and with
+    ``auto`` the ship gate's label-free decision (never the evaluation's judgments)."""
     layout = ctx.layout
     mode = ctx.recipe.serve.reranker
-    has_ranker = layout.query_rerank_yaml.is_file()
-    if mode == "never" or not has_ranker:
-        return layout.query_yaml, "hybrid retrieval" + ("" if has_ranker else " (no reranker in this run)")
-    if mode == "always":
-        return layout.query_rerank_yaml, "hybrid retrieval + reranker (serve.reranker: always)"
-    evaluation = ctx.results.get("evaluate") or {}
-    rows = {r["system"]: r for r in evaluation.get("rows", [])}
-    metric = (evaluation.get("metrics") or ["nDCG@10"])[0]
-    for first in ("hybrid", "trained"):
-        alone, reranked = rows.get(first), rows.get(f"{first}+rerank")
-        if alone is None or reranked is None:
-            continue
-        a, b = alone["means"][metric], reranked["means"][metric]
-        if b > a:
-            return layout.query_rerank_yaml, (
-                f"hybrid retrieval + reranker: in the evaluation the reranker improved {first} ({metric} {a:.4f} → "
-                f"{b:.4f})"
-            )
-        return layout.query_yaml, (
-            f"hybrid retrieval without the reranker: in the evaluation the reranker did not improve {first} "
-            f"({metric} {a:.4f} → {b:.4f})"
-        )
-    return layout.query_yaml, "hybrid retrieval (serve.reranker: auto, and no reranked system was evaluated)"
+    if not layout.query_rerank_yaml.is_file():
+        return layout.query_yaml, "hybrid retrieval (no reranker in this run)"
+    if mode != "auto":
+        reranked = mode == "always"
+        path = layout.query_rerank_yaml if reranked else layout.query_yaml
+        return path, f"hybrid retrieval{' + reranker' if reranked else ''} (serve.reranker: {mode})"
+    check = next((c for c in (ctx.results.get("gate") or {}).get("checks", []) if c["component"] == "reranker"), None)
+    if ctx.serves_reranker():
+        why = "" if check is None else f": the gate saw {check['delta']:+.4f} on held-out synthetic queries"
+        return layout.query_rerank_yaml, f"hybrid retrieval + reranker{why}"
+    why = "" if check is None else f" ({check['delta']:+.4f} on held-out synthetic queries)"
+    return layout.query_yaml, f"hybrid retrieval without the reranker: it did not pass the gate{why}"
 
 
 def answer_sample_query(ctx: FlowContext) -> dict[str, Any]:
@@ -147,9 +138,17 @@ def answer_sample_query(ctx: FlowContext) -> dict[str, Any]:
 
         load_memory_store(ctx.layout.document_store)  # fills the shared in-memory index the pipeline reads
     dataset = ctx.eval_dataset()
+    if not ctx.recipe.sample_query and not dataset.queries:  # no evaluation split: a held-out synthetic query
+        from syntriever_haystack.flow.steps.synthetic import read_gate_queries
+
+        held_out = read_gate_queries(ctx)
+        if held_out:
+            dataset = dataclasses.replace(dataset, queries={held_out[0].query_id: held_out[0].query}, qrels={})
+    if not ctx.recipe.sample_query and not dataset.queries:
+        return {"query": None, "pipeline": ctx.relative(path), "reason": reason, "documents": []}
     query = ctx.recipe.sample_query or dataset.queries[ctx.sample(sorted(dataset.queries), 1)[0]]
     query_id = next((q for q, text in dataset.queries.items() if text == query), None)
-    relevant = dataset.relevant(query_id) if query_id else set()
+    relevant = dataset.relevant(query_id) if query_id and dataset.qrels else set()
     answers = []
     for document in run_query(pipeline, query):
         text = " ".join(str(document.content or "").split())
@@ -163,7 +162,7 @@ def answer_sample_query(ctx: FlowContext) -> dict[str, Any]:
                 "score": None if document.score is None else round(float(document.score), 4),
                 "title": title,
                 "text": text[:240] + ("…" if len(text) > 240 else ""),
-                "relevant": (doc_id in relevant) if query_id else None,
+                "relevant": (doc_id in relevant) if query_id and dataset.qrels else None,
             }
         )
     return {

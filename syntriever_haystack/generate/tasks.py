@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from syntriever_haystack.data.beir import BeirDataset, Passage
 from syntriever_haystack.errors import SyntrieverError
@@ -262,3 +262,44 @@ def count_records(path: Path) -> int:
         return 0
     with path.open(encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip())
+
+
+def generate_passage_queries(
+    passages: Sequence[PassageItem],
+    output: Path,
+    *,
+    session: LLMSession,
+    corpus: Mapping[str, Passage],
+    queries_per_passage: int = 1,
+    query_types: Sequence[str] = QUERY_TYPES,
+    include_title: bool = True,
+    run: TaskRun = TaskRun(),
+) -> TaskResult:
+    """Label-free queries: ``queries_per_passage`` LLM queries for each passage, filtered (empty, truncated, copies
+    of the passage or of a few-shot example, duplicates), written to ``output`` (``queries.jsonl``, resumable)."""
+    generator = RerankerDataGenerator(
+        client=session.client,
+        prompts=session.prompts,
+        judge=cast(Any, None),  # the query phase neither judges nor retrieves
+        retriever=cast(Any, None),
+        corpus=corpus,
+        queries_per_passage=queries_per_passage,
+        query_types=tuple(query_types),
+        include_title=include_title,
+        parallel=max(run.parallel, 1),
+        progress=run.progress,
+        query_filter=QueryFilter(),
+        extra_provenance=dict(run.provenance),
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    accepted = session.execute(lambda: generator.generate_queries(passages, output))
+    stats = {"accepted": len(accepted), "filtered": dict(generator.query_filter.counts)}
+    return TaskResult(stats, "", len(passages))
+
+
+def hashed_order(keys: Sequence[str], seed: int) -> list[str]:
+    """``keys`` in a seeded hash order: the first ``n`` of it are a sample that only grows when ``n`` grows (so a
+    bigger budget reuses every LLM answer of a smaller one)."""
+    import hashlib
+
+    return sorted(keys, key=lambda k: hashlib.sha256(f"{seed}:{k}".encode()).hexdigest())

@@ -2,6 +2,8 @@
 
 - ``syntriever train retriever --stage 1 --data runs/gen/retriever.jsonl --dataset D --out models/stage1``
 - ``syntriever train retriever --stage 1 --gold-only --dataset D --out models/gold`` (the MNRL baseline)
+- ``syntriever train retriever --stage 1 --data retriever.jsonl --margin-mse-weight 1 --out models/stage1-mm``
+  (adds GPL-style margin-MSE distillation on the records' ``teacher_score``)
 - ``syntriever train retriever --stage 2 --base models/stage1 --data runs/gen/preferences.jsonl
   [--loss plackett_luce|bradley_terry] [--kl-weight 0.1] --out models/stage2``
 - ``syntriever train reranker --data runs/gen/reranker.jsonl --out models/reranker``
@@ -94,6 +96,7 @@ def _cmd_retriever(args: argparse.Namespace) -> int:
         loss=args.loss,
         kl_weight=args.kl_weight,
         positive_mode=args.positive_mode,
+        margin_mse_weight=args.margin_mse_weight,
         scale=args.scale,
         batch_size=args.batch_size,
         mini_batch_size=args.mini_batch_size or None,
@@ -153,6 +156,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kl-weight", type=NON_NEGATIVE_FLOAT, default=0.0, help="stage 2: λ of the KL term (default 0)"
     )
     retriever.add_argument("--positive-mode", choices=["all", "gold"], default="all", help="stage 1 positives")
+    retriever.add_argument(
+        "--margin-mse-weight",
+        type=NON_NEGATIVE_FLOAT,
+        default=0.0,
+        help="stage 1: weight of the margin-MSE distillation term on the records' teacher_score (default 0: off)",
+    )
     retriever.add_argument("--scale", type=POSITIVE_FLOAT, default=20.0, help="similarity scale 1/τ (default 20)")
     retriever.add_argument(
         "--mini-batch-size", type=NON_NEGATIVE_INT, default=64, help="gradient caching chunk (0: off)"

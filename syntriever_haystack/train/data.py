@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class RetrieverExample:
     :param negatives: Negative texts (``p-``, a rejected ``p+``), possibly none.
     :param positive_sources: Where each positive came from (``gold``, ``llm_positive``, ``cot``).
     :param judges: The judges behind the example's verified labels (provenance for the model card).
+    :param positive_scores: Teacher scores ``s_T(q, p)`` aligned with ``positives`` (``None`` where an entry has
+        none), or ``()`` when no entry of the example has one. Used by the margin-MSE term (GPL).
+    :param negative_scores: The same for ``negatives``.
     """
 
     query_id: str
@@ -63,10 +67,30 @@ class RetrieverExample:
     negatives: tuple[str, ...] = ()
     positive_sources: tuple[str, ...] = ()
     judges: tuple[str, ...] = ()
+    positive_scores: tuple[float | None, ...] = ()
+    negative_scores: tuple[float | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name, texts, scores in (
+            ("positive_scores", self.positives, self.positive_scores),
+            ("negative_scores", self.negatives, self.negative_scores),
+        ):
+            if scores and len(scores) != len(texts):
+                raise ValueError(f"{name} has {len(scores)} entries for {len(texts)} texts; give one per text or ()")
 
     def texts(self) -> list[str]:
         """Every text of the example, query first."""
         return [self.query, *self.positives, *self.negatives]
+
+    def teacher_pairs(self) -> list[tuple[int, int, float]]:
+        """``(positive index, negative index, teacher margin t+ - t-)`` for every scored positive x scored negative."""
+        return [
+            (i, j, p - n)
+            for i, p in enumerate(self.positive_scores)
+            if p is not None
+            for j, n in enumerate(self.negative_scores)
+            if n is not None
+        ]
 
 
 @dataclass(frozen=True)
@@ -141,30 +165,57 @@ def _read_records(path: str | Path, kind: str, command: str) -> list[dict[str, A
     return records
 
 
+def _teacher_score(entry: dict[str, Any], where: str) -> float | None:
+    """An entry's optional ``teacher_score``: a finite JSON number, or ``None`` when absent."""
+    value = entry.get("teacher_score")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise TrainingDataError(
+            f"{where}: teacher_score must be a finite number, got {value!r}. "
+            "Write the teacher's score as a JSON number (or leave the field out)."
+        )
+    return float(value)
+
+
 def load_stage1_examples(path: str | Path, *, positive_mode: PositiveMode = "all") -> list[RetrieverExample]:
     """Read stage-1 examples.
 
     :param path: ``retriever.jsonl`` (or the folder holding it).
     :param positive_mode: ``all`` (default, METHOD.md §1): gold, verified ``p+`` and ``q_cot`` are positives.
         ``gold``: the released code's variant, only the gold passages are positives and ``p+``/``q_cot`` become
-        negatives (for comparison).
+        negatives (for comparison); their teacher scores move with them.
+
+    Positive and negative entries may carry an optional numeric ``teacher_score`` (e.g. a cross-encoder's score,
+    for the margin-MSE term): it is kept in :attr:`RetrieverExample.positive_scores` / ``negative_scores``.
     """
     examples = []
     for record in _read_records(path, "retriever", "syntriever generate retriever"):
+        where = f"{path} (query {record.get('query_id')!r})"
         positives: list[str] = []
+        positive_scores: list[float | None] = []
         sources: list[str] = []
-        negatives = [str(n["text"]) for n in record.get("negatives", []) if n.get("text")]
+        negatives: list[str] = []
+        negative_scores: list[float | None] = []
+        for n in record.get("negatives", []):
+            if n.get("text"):
+                negatives.append(str(n["text"]))
+                negative_scores.append(_teacher_score(n, where))
         for entry in record.get("positives", []):
             text, source = entry.get("text"), str(entry.get("source", "gold"))
             if not text:
                 continue
+            score = _teacher_score(entry, where)
             if positive_mode == "gold" and source != "gold":
                 negatives.append(str(text))
+                negative_scores.append(score)
             else:
                 positives.append(str(text))
+                positive_scores.append(score)
                 sources.append(source)
         if not positives:
             continue
+        scored = any(s is not None for s in (*positive_scores, *negative_scores))
         entries = [*record.get("positives", []), *record.get("negatives", [])]
         examples.append(
             RetrieverExample(
@@ -174,6 +225,8 @@ def load_stage1_examples(path: str | Path, *, positive_mode: PositiveMode = "all
                 negatives=tuple(negatives),
                 positive_sources=tuple(sources),
                 judges=tuple(sorted({str(e["judge"]) for e in entries if e.get("judge")})),
+                positive_scores=tuple(positive_scores) if scored else (),
+                negative_scores=tuple(negative_scores) if scored else (),
             )
         )
     return examples

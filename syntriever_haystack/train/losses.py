@@ -21,6 +21,9 @@ References:
     - Bradley & Terry, "Rank Analysis of Incomplete Block Designs", Biometrika 39, 1952 (pairwise baseline).
     - Gao, Dai & Callan, "Rethinking Training of BERT Rerankers in Multi-Stage Retrieval Pipeline", ECIR 2021,
       arXiv 2101.08751 (Localized Contrastive Estimation).
+    - Hofstätter et al., "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
+      Distillation", 2020, arXiv 2010.02666 (Margin-MSE); Wang et al., "GPL: Generative Pseudo Labeling for
+      Unsupervised Domain Adaptation of Dense Retrieval", NAACL 2022, arXiv 2112.07577.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch import Tensor, nn
 __all__ = [
     "BradleyTerryLoss",
     "LCELoss",
+    "MarginMSELoss",
     "MultiPositiveContrastiveLoss",
     "PartialPlackettLuceLoss",
     "lce_group_logits",
@@ -354,6 +358,81 @@ class BradleyTerryLoss(nn.Module):
         positive = _paired_similarity(queries, preferred, similarity=self.similarity)
         negative = _paired_similarity(queries, rejected, similarity=self.similarity)
         return -F.logsigmoid(self.scale * (positive - negative)).mean()
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"scale": self.scale, "similarity": self.similarity}
+
+
+class MarginMSELoss(nn.Module):
+    """Margin-MSE teacher distillation (Hofstätter et al. 2020, as used by GPL): match the teacher's margins.
+
+    Each row is a triple ``(q_k, p_k+, p_k-)`` with the teacher's margin ``m_k = t(q_k, p_k+) - t(q_k, p_k-)``::
+
+        L = mean_k ( (s(q_k, p_k+) - s(q_k, p_k-)) - m_k )^2
+
+    with ``s(a, b) = scale * cos(a, b)`` (or ``scale * a . b``). The default ``scale = 1`` is the **unscaled**
+    cosine: the retriever is served with cosine, so the student's margins lie in ``[-2, 2]`` and the teacher's
+    scores must be on a comparable scale (GPL uses the dot product of unnormalised embeddings instead). Only the
+    margin is matched, so a constant offset of the teacher's scores does not matter.
+
+    Args:
+        scale: Multiplier of the student's similarity (``1``: the plain cosine or dot product).
+        similarity: ``"cos"`` or ``"dot"``.
+
+    References:
+        - Hofstätter et al., "Improving Efficient Neural Ranking Models with Cross-Architecture Knowledge
+          Distillation", 2020, arXiv 2010.02666.
+        - Wang et al., "GPL: Generative Pseudo Labeling for Unsupervised Domain Adaptation of Dense Retrieval",
+          NAACL 2022, arXiv 2112.07577.
+
+    Inputs:
+        +---------------------+--------+-----------------------------------------------------------+
+        | argument            | shape  | meaning                                                   |
+        +=====================+========+===========================================================+
+        | ``queries``         | [T, d] | query embedding of each triple (rows may repeat a query)  |
+        | ``positives``       | [T, d] | embedding of each triple's positive ``p+``                |
+        | ``negatives``       | [T, d] | embedding of each triple's negative ``p-``                |
+        | ``teacher_margins`` | [T]    | ``t(q, p+) - t(q, p-)``; no gradient flows into it        |
+        +---------------------+--------+-----------------------------------------------------------+
+
+        Returns a scalar: the mean over the triples.
+
+    Example:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> queries, positives, negatives = torch.randn(3, 16), torch.randn(3, 16), torch.randn(3, 16)
+        >>> loss_fn = MarginMSELoss()
+        >>> loss = loss_fn(queries, positives, negatives, torch.tensor([0.5, 1.0, 0.2]))
+        >>> loss.shape, bool(loss > 0)
+        (torch.Size([]), True)
+        >>> student = _paired_similarity(queries, positives, similarity="cos") - _paired_similarity(
+        ...     queries, negatives, similarity="cos")
+        >>> float(loss_fn(queries, positives, negatives, student))
+        0.0
+    """
+
+    def __init__(self, *, scale: float = 1.0, similarity: str = "cos") -> None:
+        super().__init__()
+        self.scale = _check_scale(scale)
+        self.similarity = _check_similarity(similarity)
+
+    def forward(self, queries: Tensor, positives: Tensor, negatives: Tensor, teacher_margins: Tensor) -> Tensor:
+        _check_embeddings("queries", queries)
+        if positives.shape != queries.shape or negatives.shape != queries.shape:
+            raise ValueError(
+                "queries, positives and negatives must have the same shape [T, dim] (one row per triple), got "
+                f"{tuple(queries.shape)}, {tuple(positives.shape)} and {tuple(negatives.shape)}"
+            )
+        if teacher_margins.dim() != 1 or teacher_margins.shape[0] != queries.shape[0]:
+            raise ValueError(
+                f"teacher_margins must have shape [{queries.shape[0]}] (one margin per triple), "
+                f"got {tuple(teacher_margins.shape)}"
+            )
+        positive = _paired_similarity(queries, positives, similarity=self.similarity)
+        negative = _paired_similarity(queries, negatives, similarity=self.similarity)
+        student = self.scale * (positive - negative)
+        teacher = teacher_margins.detach().to(device=student.device, dtype=student.dtype)
+        return ((student - teacher) ** 2).mean()
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "similarity": self.similarity}

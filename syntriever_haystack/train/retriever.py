@@ -8,6 +8,9 @@
     train_retriever(RetrieverTrainingConfig(
         stage=1, base="all-MiniLM-L6-v2", data="runs/gen/scifact-stage1/retriever.jsonl",
         dataset="datasets/scifact", output="models/stage1"))
+    # stage 1 + GPL-style margin-MSE on the records' teacher_score (positives x negatives of each query)
+    train_retriever(RetrieverTrainingConfig(
+        stage=1, data="runs/gen/scifact-stage1/retriever.jsonl", margin_mse_weight=1.0, output="models/stage1-mm"))
     # stage 2: partial Plackett-Luce on LLM preferences, KL towards the frozen stage-1 model
     train_retriever(RetrieverTrainingConfig(
         stage=2, base="models/stage1", data="runs/gen/scifact-prefs/preferences.jsonl",
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,6 +51,7 @@ from syntriever_haystack.train.grad_cache import cached_backward
 from syntriever_haystack.train.loop import LoopSettings, TrainingError, TrainingLoop, bf16_supported, run_fingerprint
 from syntriever_haystack.train.losses import (
     BradleyTerryLoss,
+    MarginMSELoss,
     MultiPositiveContrastiveLoss,
     PartialPlackettLuceLoss,
     similarity_matrix,
@@ -74,6 +79,9 @@ class RetrieverTrainingConfig:
     :param loss: ``multi_positive`` (stage 1), ``plackett_luce`` (stage 2, default) or ``bradley_terry``.
     :param kl_weight: Stage 2: weight λ of the KL term towards the frozen starting model (0 = released code).
     :param positive_mode: Stage 1: ``all`` positives (default) or ``gold`` (released code's variant).
+    :param margin_mse_weight: Stage 1: weight of the margin-MSE teacher-distillation term (GPL) added to the
+        multi-positive loss, over every scored positive x scored negative of each example (the records'
+        ``teacher_score``); the student margin is the unscaled cosine difference. ``0`` (default) turns it off.
     :param scale: Similarity scale, 1/τ (20 = τ 0.05).
     :param batch_size: Examples (queries) per contrastive batch.
     :param mini_batch_size: Texts per encoder call with gradient caching (``None``: no caching).
@@ -97,6 +105,7 @@ class RetrieverTrainingConfig:
     loss: RetrieverLoss | None = None
     kl_weight: float = 0.0
     positive_mode: PositiveMode = "all"
+    margin_mse_weight: float = 0.0
     scale: float = 20.0
     batch_size: int = 32
     mini_batch_size: int | None = 64
@@ -132,6 +141,21 @@ class RetrieverTrainingConfig:
             raise TrainingError(f"kl_weight must be >= 0, got {self.kl_weight}.")
         if self.kl_weight > 0 and loss != "plackett_luce":
             raise TrainingError("the KL regularisation is part of the plackett_luce loss; set kl_weight 0.")
+        if not (math.isfinite(self.margin_mse_weight) and self.margin_mse_weight >= 0):
+            raise TrainingError(
+                f"margin_mse_weight must be a finite number >= 0, got {self.margin_mse_weight}; "
+                "use 0 to turn the margin-MSE term off (--margin-mse-weight 0) or a positive weight such as 1.0."
+            )
+        if self.margin_mse_weight > 0 and self.stage != 1:
+            raise TrainingError(
+                "margin_mse_weight is a stage-1 term (teacher scores in retriever.jsonl); "
+                "set it to 0 (drop --margin-mse-weight) for stage 2."
+            )
+        if self.margin_mse_weight > 0 and self.gold_only:
+            raise TrainingError(
+                "--gold-only pairs carry no teacher scores for margin_mse_weight; drop --margin-mse-weight, or "
+                "train on --data records whose positives and negatives have a teacher_score."
+            )
 
 
 class _SentenceEncoder:
@@ -167,8 +191,11 @@ class _RetrieverTask:
         self.encoder = _SentenceEncoder(model, config.query_max_length, config.passage_max_length)
         self.reference: _SentenceEncoder | None = None
         loss = config.resolved_loss()
+        self.margin_loss: MarginMSELoss | None = None
         if loss == "multi_positive":
             self.loss: torch.nn.Module = MultiPositiveContrastiveLoss(scale=config.scale)
+            if config.margin_mse_weight > 0:
+                self.margin_loss = MarginMSELoss()  # unscaled cosine margins
         elif loss == "plackett_luce":
             self.loss = PartialPlackettLuceLoss(scale=config.scale, kl_weight=config.kl_weight)
             if config.kl_weight > 0:
@@ -206,6 +233,7 @@ class _RetrieverTask:
         candidates: list[str] = []
         index: dict[str, int] = {}
         rows: list[tuple[int, int]] = []
+        triples: list[tuple[int, int, int, float]] = []  # (query row, positive, negative, teacher margin)
         for i, example in enumerate(items):
             for text in example.positives:
                 if text not in index:
@@ -216,9 +244,14 @@ class _RetrieverTask:
                 if text not in index:
                     index[text] = len(candidates)
                     candidates.append(text)
+            if self.margin_loss is not None:
+                for p, n, margin in example.teacher_pairs():
+                    triples.append((i, index[example.positives[p]], index[example.negatives[n]], margin))
         rank, world = rank_world()
         gather = self.config.gather_across_devices and world > 1
         loss_fn = self.loss
+        margin_fn, weight = self.margin_loss, self.config.margin_mse_weight
+        terms: dict[str, float] = {}
 
         def compute(embeddings: list[Tensor]) -> Tensor:
             q, c = embeddings
@@ -237,12 +270,23 @@ class _RetrieverTask:
             mask = torch.zeros(q.shape[0], c.shape[0], dtype=torch.bool)
             for i, j in rows:
                 mask[i, offset + j] = True
-            return loss_fn(q, c, mask)
+            loss: Tensor = loss_fn(q, c, mask)
+            if margin_fn is None:
+                return loss
+            terms["loss_infonce"] = float(loss.detach())
+            terms["loss_margin_mse"] = 0.0
+            if triples:  # a batch of unscored examples (e.g. --add-gold-pairs) adds nothing
+                at = torch.tensor([[t[0], offset + t[1], offset + t[2]] for t in triples], device=q.device)
+                margins = torch.tensor([t[3] for t in triples], dtype=q.dtype, device=q.device)
+                margin_mse = margin_fn(q[at[:, 0]], c[at[:, 1]], c[at[:, 2]], margins)
+                terms["loss_margin_mse"] = float(margin_mse.detach())
+                loss = loss + weight * margin_mse
+            return loss
 
         value = cached_backward(
             [queries, candidates], self._embed, compute, mini_batch_size=self.config.mini_batch_size
         )
-        return {"loss": value}
+        return {"loss": value, **terms}
 
     def _stage2_step(self, items: list[PreferenceExample]) -> dict[str, float]:
         queries = [e.query for e in items]
@@ -301,6 +345,12 @@ def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
         assert config.data is not None
         examples = load_stage1_examples(config.data, positive_mode=config.positive_mode)
         source = str(config.data)
+        if config.margin_mse_weight > 0 and not any(e.teacher_pairs() for e in examples):
+            raise TrainingDataError(
+                f"{config.data}: margin_mse_weight is {config.margin_mse_weight} but no record has a positive and "
+                "a negative with a teacher_score. The records need numeric `teacher_score`s on their positives and "
+                "negatives (e.g. a cross-encoder's scores); or set --margin-mse-weight 0."
+            )
     else:
         assert config.data is not None
         examples = load_preferences(config.data)
@@ -343,6 +393,11 @@ def train_retriever(config: RetrieverTrainingConfig) -> dict[str, Any]:
         "seconds": round(float(history["seconds"]), 1),
         "evals": history["evals"],
         "source": source,
+        **(
+            {"margin_mse_examples": sum(1 for e in train if isinstance(e, RetrieverExample) and e.teacher_pairs())}
+            if config.margin_mse_weight > 0
+            else {}
+        ),
         "judges": sorted(
             {str(e.judge) for e in train if getattr(e, "judge", None)}
             | {j for e in train for j in getattr(e, "judges", ())}

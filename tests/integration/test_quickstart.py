@@ -29,7 +29,7 @@ pytestmark = [
 TINY = {
     "name": "quickstart-tiny",
     "dataset": {"path": str(SCIFACT)},
-    "generate": {"retriever_queries": 2, "reranker_passages": 2, "reranker_candidates": 8},
+    "generate": {"passages": 6, "sentence_queries": 20, "candidates": 8},
     "train": {"retriever": {"max_steps": 2}, "reranker": {"enabled": True, "max_steps": 2}},
     "evaluate": {
         "corpus_sample": 400,

@@ -81,9 +81,12 @@ def tiny_recipe(dataset: Path, base: Path, **overrides: Any) -> dict[str, Any]:
         "generate": {
             "judge": "llm",
             "retriever_queries": 4,
-            "reranker_passages": 4,
+            "passages": 12,
             "queries_per_passage": 2,
-            "reranker_candidates": 6,
+            "sentence_queries": 10,
+            "held_out": 0.3,
+            "candidates": 6,
+            "negatives": 2,
             "min_words": 3,
             "preferences": {"queries": 6, "top_k": 3, "retriever": "stage1", "judge": "embedder", "margin": 0.0},
         },
@@ -138,7 +141,9 @@ def assets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def first_run(assets: dict[str, Path]) -> tuple[dict[str, Any], Path, RunSummary]:
+    # every step: the label-free data and, opted in, the training split's (generate-retriever, gold pairs)
     recipe = tiny_recipe(assets["dataset"], assets["base"])
+    recipe["dataset"]["use_training_labels"] = True
     out = assets["root"] / "run"
     return recipe, out, run_flow(recipe, out)
 
@@ -159,17 +164,26 @@ def test_tiny_recipe_runs_every_step_and_writes_the_outputs(first_run: tuple[dic
         assert (out / "models" / model / "syntriever.json").is_file(), model
     for pipeline in ("indexing", "query", "query-rerank"):
         assert yaml.safe_load((out / "pipelines" / f"{pipeline}.yaml").read_text())["components"]
-    for data in ("retriever/retriever.jsonl", "reranker/reranker.jsonl", "preferences/preferences.jsonl"):
+    for data in (
+        "queries/queries.jsonl",
+        "mined/retriever.jsonl",
+        "mined/reranker.jsonl",
+        "mined/gate.jsonl",
+        "retriever/retriever.jsonl",
+        "preferences/preferences.jsonl",
+    ):
         assert (out / "data" / data).stat().st_size > 0, data
     assert (out / "data" / "document_store.json").is_file()
     assert not list((out / "training").glob("*/checkpoints"))  # dropped once a training step is done
-    for report in ("report.md", "summary.json", "results.png", "evaluation/results.json"):
+    for report in ("report.md", "summary.json", "gate.md", "gate.json", "results.png", "evaluation/results.json"):
         assert (out / "report" / report).is_file(), report
     assert load_recipe(out / "recipe.yaml") == recipe_from_dict(first_run[0])
 
     results = summary.results
     assert results["generate-retriever"]["records"] > 0
-    assert results["generate-reranker"]["groups"] > 0
+    assert results["mine"]["reranker_groups"] > 0
+    assert results["mine"]["gate_queries"] > 0
+    assert [c["component"] for c in results["gate"]["checks"]] == ["retriever", "reranker"]
     assert results["generate-preferences"]["records"] > 0
     assert results["train-stage2"]["steps"] > 0
     assert results["index"]["documents"] == 30  # the sampled evaluation corpus
@@ -193,6 +207,9 @@ def test_tiny_recipe_runs_every_step_and_writes_the_outputs(first_run: tuple[dic
     summary_json = json.loads((out / "report" / "summary.json").read_text())
     assert set(summary_json["results"]) == set(rows)
     assert summary_json["baseline"] == "zero-shot"
+    assert summary_json["labels"] == "training split (opt-in)"
+    assert summary_json["gate"]["checks"]
+    assert set(summary_json["gate"]["real_effect"]) == {"retriever", "reranker"}
 
 
 def test_the_reused_index_embeddings_equal_what_the_evaluation_computes(
@@ -291,16 +308,19 @@ def test_a_changed_training_setting_reruns_training_and_downstream_only(
     assert ran == {
         "train-retriever",
         "export-stage1",
+        "train-reranker",  # it starts from the stage-1 encoder (train.reranker.base_model: stage1)
+        "export-reranker",
         "generate-preferences",
         "train-stage2",
         "export-retriever",
+        "gate",
         "pipelines",
         "index",
         "evaluate",
         "answer",
     }
     assert statuses(summary)["generate-retriever"] == "skipped"
-    assert statuses(summary)["train-reranker"] == "skipped"
+    assert statuses(summary)["generate-queries"] == statuses(summary)["mine"] == "skipped"
 
 
 def test_a_crash_keeps_earlier_stamps_and_the_next_run_resumes_the_failed_step(
@@ -402,7 +422,12 @@ def test_default_recipe_round_trips_and_matches_the_shipped_files() -> None:
     assert full.evaluate.corpus_sample is None
     assert recipe_from_dict(yaml.safe_load(dump_recipe(full))) == full
     medium = quickstart_recipe(budget="medium", llm="openai:gpt-4o-mini", opensearch_url="http://localhost:9200")
-    assert medium.generate.retriever_queries > recipe.generate.retriever_queries
+    assert medium.generate.passages > recipe.generate.passages
+    assert medium.train.reranker.enabled
+    assert not recipe.train.reranker.enabled
+    assert not recipe.dataset.use_training_labels  # label-free by default
+    assert quickstart_recipe(use_training_labels=True).dataset.use_training_labels
+    assert full.dataset.use_training_labels  # the paper's setting, opted in
     assert medium.llm.spec == "openai:gpt-4o-mini"
     assert medium.serve.store == "opensearch"
     assert medium.generate.judge == "llm"
@@ -593,7 +618,110 @@ def test_an_openai_compatible_llm_serves_both_generation_steps(
         recipe = tiny_recipe(
             assets["dataset"], assets["base"], llm={"spec": "openai:fake-model", "api_base_url": server.url}
         )
-        summary = FlowRunner(recipe_from_dict(recipe), tmp_path / "run", quiet=True).run(until="generate-reranker")
+        recipe["dataset"]["use_training_labels"] = True
+        summary = FlowRunner(recipe_from_dict(recipe), tmp_path / "run", quiet=True).run(until="generate-retriever")
     assert summary.results["generate-retriever"]["records"] == 4
-    assert summary.results["generate-reranker"]["groups"] > 0
+    assert summary.results["generate-queries"]["queries"] > 0
+    assert summary.results["generate-queries"]["llm"] == "fake-model"
     assert summary.results["generate-retriever"]["llm"] == "fake-model"
+
+
+# ------------------------------------------------------------------------------------------------ label-free
+def _label_free_recipe(dataset: Path, base: Path) -> dict[str, Any]:
+    recipe = tiny_recipe(dataset, base)
+    recipe["train"]["stage2"]["enabled"] = False
+    recipe["train"]["reranker"]["enabled"] = False
+    recipe["evaluate"]["systems"] = ["bm25", "zero-shot", "trained", "hybrid-zero-shot", "hybrid"]
+    return recipe
+
+
+def test_the_default_run_reads_no_training_query_and_no_judgment_but_the_evaluation_split(
+    assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Label-free by default: only the evaluation split's judgments are read (to evaluate), never `train`."""
+    import syntriever_haystack.data.beir as beir
+
+    read: list[str] = []
+    original = beir.read_qrels
+
+    def recording(path: Any, **kwargs: Any) -> Any:
+        read.append(Path(path).stem)
+        return original(path, **kwargs)
+
+    monkeypatch.setattr(beir, "read_qrels", recording)
+    summary = run_flow(_label_free_recipe(assets["dataset"], assets["base"]), tmp_path / "run")
+    assert summary.complete
+    assert set(read) == {"test"}
+    assert statuses(summary)["generate-retriever"] == "disabled"
+    assert summary.results["data"]["labels"] == "none (label-free)"
+    assert summary.results["mine"]["train_queries"] > 0
+    assert summary.results["gate"]["checks"]
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "**label-free**" in report
+    assert "## Ship gate" in report
+    summary_json = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert summary_json["labels"] == "none"
+    assert {"bm25", "zero-shot", "trained", "hybrid-zero-shot", "hybrid"} <= set(summary_json["results"])
+    assert summary_json["served"] == "hybrid"
+    assert summary_json["gate"]["checks"][0]["component"] == "retriever"
+
+
+def test_a_folder_of_documents_runs_end_to_end_without_an_evaluation(assets: dict[str, Path], tmp_path: Path) -> None:
+    """`quickstart --dataset ./my_docs`: converted into passages, trained, gated, served; nothing to evaluate."""
+    rng = random.Random(3)
+    docs = tmp_path / "my_docs"
+    (docs / "sub").mkdir(parents=True)
+    for i in range(14):
+        sentences = [" ".join(rng.choices(ALPHA, k=9)).capitalize() + "." for _ in range(4)]
+        (docs / ("sub" if i % 2 else "") / f"note{i}.{'md' if i % 3 == 0 else 'txt'}").write_text(" ".join(sentences))
+    recipe = _label_free_recipe(docs, assets["base"])
+    recipe["evaluate"]["corpus_sample"] = None
+    summary = run_flow(recipe, tmp_path / "run")
+    assert summary.complete
+    results = summary.results
+    assert results["data"]["source"] == "documents"
+    assert results["data"]["eval_split"] is None
+    assert results["data"]["documents"] == 14
+    assert results["mine"]["sentence_queries"] > 0
+    assert results["evaluate"]["skipped"].startswith("no evaluation split")
+    assert results["index"]["documents"] == 14
+    assert results["answer"]["documents"]  # a held-out synthetic query, answered by the saved pipeline
+    report = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "no evaluation split" in report
+    assert "## Ship gate" in report
+    summary_json = json.loads((tmp_path / "run" / "report" / "summary.json").read_text())
+    assert summary_json["results"] == {}
+    assert summary_json["gate"]["checks"]
+
+
+def test_a_beir_folder_without_a_train_split_is_label_free_and_opting_in_names_the_split(
+    assets: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "no-train"
+    shutil.copytree(assets["dataset"], folder)
+    (folder / "qrels" / "train.tsv").unlink()
+    recipe = recipe_from_dict(_label_free_recipe(folder, assets["base"]))
+    runner = FlowRunner(recipe, tmp_path / "run", generator_factory=lambda llm: ScriptedChat(), quiet=True)
+    assert statuses(runner.run(until="data"))["data"] == "ran"
+    opted = _label_free_recipe(folder, assets["base"])
+    opted["dataset"]["use_training_labels"] = True
+    with pytest.raises(FlowError, match=r"dataset\.train_split: .* has no split 'train'.*drop --use-training-labels"):
+        run_flow(opted, tmp_path / "run2", until="data")
+
+
+def test_a_component_that_does_not_beat_what_it_replaces_is_not_served(
+    first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path
+) -> None:
+    """The gate at an unreachable margin: the query pipeline embeds with the base model, no reranker is served."""
+    recipe, out = copy_run(first_run, tmp_path)
+    recipe["gate"] = {"min_delta": 0.99}
+    summary = run_flow(recipe, out)
+    gate = summary.results["gate"]
+    assert [c["ships"] for c in gate["checks"]] == [False, False]
+    assert gate["served_retriever"] == "zero-shot"
+    assert not gate["served_reranker"]
+    query = yaml.safe_load((out / "pipelines" / "query.yaml").read_text())
+    embedder = query["components"]["text_embedder"]["init_parameters"]
+    assert Path(embedder["model"]).name == "base-onnx"
+    assert summary.results["evaluate"]["served"] == "hybrid"
+    assert summary.results["answer"]["pipeline"].endswith("query.yaml")

@@ -1,4 +1,5 @@
-"""``data``: resolve (download) the BEIR dataset, check both splits, restrict the training queries."""
+"""``data``: resolve the corpus (a BEIR folder or name, or a folder of documents converted into passages), check the
+evaluation split, and — only with ``dataset.use_training_labels`` — the training split."""
 
 from __future__ import annotations
 
@@ -11,13 +12,22 @@ from syntriever_haystack.flow.recipe import Recipe
 from syntriever_haystack.flow.step import Step, as_dict
 
 
+def is_document_folder(folder: Path) -> bool:
+    """A folder of the user's own files rather than a BEIR folder (no ``corpus.jsonl``)."""
+    return folder.is_dir() and not (folder / "corpus.jsonl").is_file()
+
+
 def _dataset_inputs(ctx: FlowContext) -> list[Path]:
     folder = Path(ctx.recipe.dataset.path).expanduser()
     if not folder.is_dir():
         return []  # a BEIR name: downloaded and checksum-verified, so the name identifies the data
     folder = folder.resolve()  # however the path is spelled
-    splits = {ctx.recipe.dataset.train_split, ctx.recipe.dataset.eval_split}
-    return [folder / "corpus.jsonl", folder / "queries.jsonl", *(folder / "qrels" / f"{s}.tsv" for s in sorted(splits))]
+    if is_document_folder(folder):
+        return sorted(p for p in folder.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.parts))
+    section = ctx.recipe.dataset
+    splits = {s for s in (section.eval_split, section.use_training_labels and section.train_split) if s}
+    files = [folder / "corpus.jsonl", *(folder / "qrels" / f"{s}.tsv" for s in sorted(splits))]
+    return [*files, folder / "queries.jsonl"] if splits else files
 
 
 def _dataset_key(recipe: Recipe) -> dict[str, Any]:
@@ -55,39 +65,85 @@ def _write_train_view(folder: Path, view: Path, split: str, keep: set[str]) -> N
                 handle.write(f"{qid}\t{doc_id}\t{grade}\n")
 
 
+def _convert_documents(ctx: FlowContext, folder: Path) -> Path:
+    """A folder of documents → ``data/corpus/corpus.jsonl`` (passages of ~200 words, as ``data from-folder``)."""
+    from syntriever_haystack.data.documents import load_documents, write_beir_corpus
+
+    documents = load_documents(folder, progress=ctx.progress)
+    if not documents:
+        raise FlowError(
+            f"dataset.path: {folder} has no readable document (.txt, .md, .html, .pdf, .docx) and no corpus.jsonl; "
+            "point it at a folder of documents or a BEIR folder"
+        )
+    target = ctx.layout.data / "corpus"
+    write_beir_corpus(documents, target)
+    return target
+
+
 def run_data(ctx: FlowContext, resume: bool) -> dict[str, Any]:
-    """Resolve the dataset (downloading a BEIR name), check both splits, restrict the training queries."""
-    from syntriever_haystack.data.beir import available_splits, load_beir
+    """Resolve the corpus (downloading a BEIR name, converting a folder of documents), check the splits; with
+    ``dataset.use_training_labels`` restrict the training queries."""
+    from syntriever_haystack.data.beir import available_splits, load_beir, read_corpus
     from syntriever_haystack.data.download import resolve_dataset
 
     section = ctx.recipe.dataset
-    folder = resolve_dataset(section.path).resolve()
+    source = resolve_dataset(section.path).resolve()
+    documents = is_document_folder(source)
+    folder = _convert_documents(ctx, source) if documents else source
     splits = available_splits(folder)
-    for key, split in (("dataset.train_split", section.train_split), ("dataset.eval_split", section.eval_split)):
-        if split not in splits:
-            raise FlowError(f"{key}: {folder} has no split {split!r}; available: {', '.join(splits) or 'none'}")
-    result: dict[str, Any] = {"path": str(folder), "name": folder.name}
+    eval_split = section.eval_split
+    if eval_split is not None and eval_split not in splits:
+        if splits:
+            raise FlowError(
+                f"dataset.eval_split: {folder} has no split {eval_split!r}; available: {', '.join(splits)} "
+                "(or null: no evaluation)"
+            )
+        eval_split = None  # a corpus without judgments: nothing to evaluate against
+    if section.use_training_labels and section.train_split not in splits:
+        raise FlowError(
+            f"dataset.train_split: {folder} has no split {section.train_split!r} for dataset.use_training_labels; "
+            f"available: {', '.join(splits) or 'none'} (or drop --use-training-labels: the default needs none)"
+        )
+    result: dict[str, Any] = {
+        "path": str(folder),
+        "name": source.name,
+        "source": "documents" if documents else "beir",
+        "eval_split": eval_split,
+        "labels": "training split (opt-in)" if section.use_training_labels else "none (label-free)",
+    }
     ctx.results["data"] = result
+    if not section.use_training_labels:
+        corpus = read_corpus(folder / "corpus.jsonl")
+        eval_queries = len(ctx.full_eval_dataset().queries) if eval_split else 0
+        result.update(documents=len(corpus), train_queries=0, eval_queries=eval_queries)
+        write_json(ctx.layout.dataset_json, result)
+        evaluated = (
+            f"{eval_queries:,} evaluation queries ({eval_split}: used only to evaluate)"
+            if eval_split
+            else "no evaluation split: the report shows the label-free checks only"
+        )
+        ctx.echo(f"        {result['name']}: {len(corpus):,} documents; no training labels read; {evaluated}")
+        return result
     train = load_beir(folder, section.train_split)
     if section.max_train_queries is not None and section.max_train_queries < len(train.qrels):
         keep = set(ctx.sample(sorted(train.qrels), section.max_train_queries))
         _write_train_view(folder, ctx.layout.train_view, section.train_split, keep)
         result["train_view"] = True
         train = load_beir(ctx.layout.train_view, section.train_split)
-    evaluation = ctx.full_eval_dataset()
-    overlap = set(train.queries) & set(evaluation.queries)
+    evaluation = ctx.full_eval_dataset() if eval_split else None
+    overlap = set(train.queries) & set(evaluation.queries if evaluation else ())
     if overlap:
         ctx.warn(f"{len(overlap)} queries are in both the training and the evaluation split")
     result.update(
-        documents=len(evaluation.corpus),
+        documents=len(train.corpus),
         train_queries=len(train.queries),
-        eval_queries=len(evaluation.queries),
-        warnings=[*train.warnings, *evaluation.warnings],
+        eval_queries=len(evaluation.queries) if evaluation else 0,
+        warnings=[*train.warnings, *(evaluation.warnings if evaluation else [])],
     )
     write_json(ctx.layout.dataset_json, result)
     ctx.echo(
         f"        {result['name']}: {result['documents']:,} documents, {result['train_queries']:,} training queries "
-        f"({section.train_split}), {result['eval_queries']:,} evaluation queries ({section.eval_split})"
+        f"({section.train_split}, --use-training-labels), {result['eval_queries']:,} evaluation queries ({eval_split})"
     )
     return result
 
@@ -99,5 +155,6 @@ DATA = Step(
     config=lambda r: {"dataset": _dataset_key(r), "seed": r.seed},
     outputs=lambda lay: [lay.dataset_json],
     inputs=_dataset_inputs,
-    clean=lambda lay: [lay.train_view],
+    clean=lambda lay: [lay.train_view, lay.data / "corpus"],
+    version=2,
 )

@@ -15,8 +15,18 @@ from syntriever_haystack.flow.step import Step, as_dict
 
 def run_evaluate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     """Evaluate the recipe's systems on the evaluation split; write report/evaluation/* and report/results.png."""
+    from syntriever_haystack.flow.context import write_json
     from syntriever_haystack.flow.evaluation import run_evaluation
 
+    if ctx.eval_split() is None:
+        result: dict[str, Any] = {
+            "skipped": "no evaluation split: the dataset has no judgments (dataset.eval_split), so there is nothing "
+            "to evaluate against; report/gate.md shows the label-free checks",
+            "rows": [],
+        }
+        write_json(ctx.layout.evaluation / "results.json", result)
+        ctx.echo(f"        {result['skipped']}")
+        return result
     return run_evaluation(ctx)
 
 
@@ -34,6 +44,6 @@ EVALUATE = Step(
         "serve": {"reranker": r.serve.reranker, "index_corpus": r.serve.index_corpus},
     },
     outputs=lambda lay: [lay.evaluation / "results.json"],
-    deps=("data", "base-model", "export-retriever", "export-reranker", "pipelines", "index"),
+    deps=("data", "base-model", "export-retriever", "export-reranker", "gate", "pipelines", "index"),
     clean=lambda lay: [lay.evaluation, lay.report / "results.png"],
 )

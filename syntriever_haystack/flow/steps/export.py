@@ -127,7 +127,7 @@ def _write_reranker_probes(groups_file: Path, probes: Path, limit: int = 24) -> 
 
 def run_export_reranker(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     """Export the reranker (fp32 + int8, parity-checked on in-domain probe pairs)."""
-    probes = _write_reranker_probes(ctx.layout.gen_reranker / "reranker.jsonl", ctx.layout.gen_reranker / "probes.tsv")
+    probes = _write_reranker_probes(ctx.layout.mined / "reranker.jsonl", ctx.layout.mined / "probes.tsv")
     return export_onnx(
         ctx,
         ctx.layout.reranker,
@@ -153,7 +153,9 @@ EXPORT_RERANKER = Step(
 # ------------------------------------------------------------------------------------------ final retriever
 def run_export_retriever(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     """Export the final retriever (stage 2 when enabled, else stage 1)."""
-    source = ctx.layout.stage2 if ctx.recipe.train.stage2.enabled else ctx.layout.stage1
+    interpolated = (ctx.results.get("train-retriever") or {}).get("interpolation")
+    stage1 = ctx.layout.stage1_interpolated if interpolated else ctx.layout.stage1
+    source = ctx.layout.stage2 if ctx.recipe.train.stage2.enabled else stage1
     result = export_onnx(ctx, source, ctx.layout.retriever_onnx, kind="bi-encoder", max_length=base_max_length(ctx))
     result["stage"] = 2 if ctx.recipe.train.stage2.enabled else 1
     return result

@@ -1,6 +1,7 @@
-"""The generation steps: ``generate-retriever`` (stage-1 examples), ``generate-reranker`` (LCE groups) and
-``generate-preferences`` (stage-2 preferences over the top-K of the stage-1 retriever exported by ``export-stage1``,
-or of BM25)."""
+"""The LLM steps that build on queries: ``generate-retriever`` (the paper's stage-1 examples for *training queries*:
+only with ``dataset.use_training_labels``) and ``generate-preferences`` (stage-2 preferences over the top-K of the
+stage-1 retriever exported by ``export-stage1``, or of BM25, for the synthetic queries — or the training queries with
+``dataset.use_training_labels``). The label-free queries themselves are :mod:`.synthetic`'s."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syntriever_haystack.flow.context import FlowContext, Layout
-from syntriever_haystack.flow.step import Step, as_dict, reranker_enabled, stage2_enabled
+from syntriever_haystack.flow.step import Step, as_dict, stage2_enabled
 from syntriever_haystack.specs import SystemSpec
 
 if TYPE_CHECKING:
     from syntriever_haystack.generate.tasks import LLMSession
 
 
-def _finish_generation(ctx: FlowContext, client: Any, folder: Path, extra: dict[str, Any]) -> None:
+def finish_generation(ctx: FlowContext, client: Any, folder: Path, extra: dict[str, Any]) -> None:
     """Write the LLM accounting (``summary.json`` / ``.md``) of a generation step, close its cache, warn on failures."""
     client.accounting.write(folder, extra=extra)
     if client.cache is not None:
@@ -39,13 +40,13 @@ def _generation_clean(folder: Callable[[Layout], Path], stem: str) -> Callable[[
     return clean
 
 
-def _session(ctx: FlowContext, folder: Path, **generation_kwargs: Any) -> LLMSession:
+def llm_session(ctx: FlowContext, folder: Path, **generation_kwargs: Any) -> LLMSession:
     from syntriever_haystack.generate.tasks import LLMSession
 
     return LLMSession(ctx.llm_client(folder, generation_kwargs=generation_kwargs or None))
 
 
-def _candidates(ctx: FlowContext, system: SystemSpec, corpus: Any) -> Any:
+def candidate_retriever(ctx: FlowContext, system: SystemSpec, corpus: Any) -> Any:
     """A first stage over ``corpus`` for candidates, sharing the evaluation's embedding cache."""
     from syntriever_haystack.evaluate.systems import EmbeddingCache, default_cache_dir
     from syntriever_haystack.generate.candidates import SpecRetriever
@@ -66,7 +67,7 @@ def run_generate_retriever(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     judge.check()
     items = tasks.split_query_items(ctx.train_dataset(), include_title=ctx.recipe.dataset.include_title)
     items = tasks.seeded_sample(items, section.retriever_queries, ctx.recipe.seed)
-    session = _session(ctx, folder, max_tokens=ctx.recipe.llm.max_tokens)
+    session = llm_session(ctx, folder, max_tokens=ctx.recipe.llm.max_tokens)
     result = tasks.generate_retriever_examples(
         items,
         folder / "retriever.jsonl",
@@ -80,7 +81,7 @@ def run_generate_retriever(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         ),
     )
     stats = result.stats
-    _finish_generation(
+    finish_generation(
         ctx, session.client, folder, {"task": "retriever", "records": stats.records, "items": result.items}
     )
     return {
@@ -105,84 +106,8 @@ GENERATE_RETRIEVER = Step(
     },
     outputs=lambda lay: [lay.gen_retriever / "retriever.jsonl"],
     deps=("data", "base-model"),
-    enabled=lambda r: r.generate.retriever_queries > 0,
+    enabled=lambda r: r.dataset.use_training_labels and r.generate.retriever_queries > 0,
     clean=_generation_clean(lambda lay: lay.gen_retriever, "retriever"),
-)
-
-
-def run_generate_reranker(ctx: FlowContext, resume: bool) -> dict[str, Any]:
-    """Synthetic queries for sampled passages, first-stage candidates, judged labels → LCE groups."""
-    from syntriever_haystack.generate import tasks
-
-    section = ctx.recipe.generate
-    folder = ctx.layout.gen_reranker
-    include_title = ctx.recipe.dataset.include_title
-    judge = ctx.judge(section.judge, purpose="relevance", value=section.threshold)
-    judge.check()
-    corpus = ctx.corpus()
-    passages = tasks.sample_passages(
-        corpus,
-        section.reranker_passages,
-        min_words=section.min_words,
-        seed=ctx.recipe.seed,
-        include_title=include_title,
-        key="generate.min_words",
-    )
-    session = _session(ctx, folder)
-    result = tasks.generate_reranker_groups(
-        passages,
-        folder,
-        session=session,
-        judge=judge,
-        retriever=_candidates(ctx, SystemSpec.parse(section.candidate_retriever), corpus),
-        corpus=corpus,
-        queries_per_passage=section.queries_per_passage,
-        candidates=section.reranker_candidates,
-        include_title=include_title,
-        run=tasks.TaskRun(
-            parallel=ctx.recipe.llm.concurrency,
-            progress=ctx.progress,
-            provenance={"dataset": ctx.results["data"]["name"]},
-        ),
-    )
-    stats = result.stats
-    _finish_generation(ctx, session.client, folder, {"task": "reranker", "stats": stats, "passages": result.items})
-    return {
-        "file": ctx.relative(folder / "reranker.jsonl"),
-        "passages": result.items,
-        "queries": stats.get("queries", {}).get("accepted"),
-        "groups": tasks.count_records(folder / "reranker.jsonl"),
-        "judge": ctx.short(result.judge),
-        "llm": session.client.model,
-    }
-
-
-GENERATE_RERANKER = Step(
-    "generate-reranker",
-    "synthetic reranker queries, candidates and labels",
-    run_generate_reranker,
-    config=lambda r: {
-        "llm": as_dict(r.llm),
-        "seed": r.seed,
-        "include_title": r.dataset.include_title,
-        "generate": {
-            k: getattr(r.generate, k)
-            for k in (
-                "judge",
-                "threshold",
-                "reranker_passages",
-                "queries_per_passage",
-                "reranker_candidates",
-                "candidate_retriever",
-                "min_words",
-            )
-        },
-        "precision": r.export.precision,
-    },
-    outputs=lambda lay: [lay.gen_reranker / "reranker.jsonl"],
-    deps=("data", "base-model"),
-    enabled=reranker_enabled,
-    clean=_generation_clean(lambda lay: lay.gen_reranker, "reranker"),
 )
 
 
@@ -200,17 +125,23 @@ def run_generate_preferences(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         system = SystemSpec.parse(f"dense:{ctx.layout.stage1_onnx}?precision={ctx.precision('export-stage1')}")
     else:
         system = SystemSpec.parse("bm25")
-    dataset = ctx.train_dataset()
-    queries = dict(dataset.queries)
+    if ctx.recipe.dataset.use_training_labels:
+        dataset = ctx.train_dataset()
+        queries, corpus = dict(dataset.queries), dataset.corpus
+    else:  # the mined synthetic training queries (never the held-out ones)
+        from syntriever_haystack.generate.label_free import read_synthetic_queries
+
+        queries = {q.query_id: q.query for q in read_synthetic_queries(ctx.layout.mined / "retriever.jsonl")}
+        corpus = ctx.corpus()
     queries = {q: queries[q] for q in tasks.seeded_sample(sorted(queries), section.queries, ctx.recipe.seed)}
     items = tasks.candidate_sets(
         queries,
-        _candidates(ctx, system, dataset.corpus),
-        dataset.corpus,
+        candidate_retriever(ctx, system, corpus),
+        corpus,
         top_k=section.top_k,
         include_title=ctx.recipe.dataset.include_title,
     )
-    session = _session(ctx, folder) if judge.is_llm else None
+    session = llm_session(ctx, folder) if judge.is_llm else None
     result = tasks.generate_preferences(
         items,
         folder / "preferences.jsonl",
@@ -224,7 +155,7 @@ def run_generate_preferences(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         ),
     )
     if session is not None:
-        _finish_generation(ctx, session.client, folder, {"task": "preferences", "items": result.items})
+        finish_generation(ctx, session.client, folder, {"task": "preferences", "items": result.items})
     return {
         "file": ctx.relative(folder / "preferences.jsonl"),
         "queries": result.items,
@@ -242,10 +173,11 @@ GENERATE_PREFERENCES = Step(
         "preferences": as_dict(r.generate.preferences),
         "llm": as_dict(r.llm) if r.generate.preferences.judge == "llm" else None,
         "seed": r.seed,
+        "labels": r.dataset.use_training_labels,
         "precision": r.export.precision,
     },
     outputs=lambda lay: [lay.gen_preferences / "preferences.jsonl"],
-    deps=("data", "base-model", "train-retriever", "export-stage1", "export-reranker"),
+    deps=("data", "base-model", "mine", "train-retriever", "export-stage1", "export-reranker"),
     enabled=stage2_enabled,
     clean=lambda lay: [
         lay.gen_preferences / f for f in ("preferences.jsonl", "preferences.done.jsonl", "summary.json")

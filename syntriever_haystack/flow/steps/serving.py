@@ -21,21 +21,28 @@ def run_pipelines(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     reranker = layout.reranker_onnx if ctx.recipe.train.reranker.enabled else None
     # in memory: stores over the run's store file (data/document_store.json, written by the index step), which
     # the saved pipelines load themselves; the YAML holds paths relative to pipelines/, so the run folder can move
-    serve, model, store_file = ctx.recipe.serve, layout.retriever_onnx, layout.document_store.absolute()
+    # the dense model that passed the gate (the trained retriever, or the base model it did not beat)
+    model, precision = ctx.served_retriever()
+    serve, store_file = ctx.recipe.serve, layout.document_store.absolute()
     store = document_store(serve, model, store_file=store_file, missing="empty")
     query_store = document_store(serve, model, store_file=store_file) if serve.store == "memory" else store
     built = build_pipelines(
         store,
         query_store=query_store,
-        embedder=layout.retriever_onnx.resolve(),
+        embedder=model.resolve(),
         ranker=reranker.resolve() if reranker else None,
-        precision=ctx.precision("export-retriever"),
+        precision=precision,
         ranker_precision=ctx.precision("export-reranker"),
         top_k=ctx.recipe.serve.top_k,
         rerank_depth=ctx.recipe.evaluate.rerank_depth,
     )
     paths = {"indexing": layout.indexing_yaml, "query": layout.query_yaml, "query-rerank": layout.query_rerank_yaml}
-    result: dict[str, Any] = {"store": ctx.recipe.serve.store, "index": ctx.recipe.serve.index}
+    result: dict[str, Any] = {
+        "store": ctx.recipe.serve.store,
+        "index": ctx.recipe.serve.index,
+        "dense_model": ctx.relative(model),
+        "reranked": ctx.serves_reranker(),
+    }
     for name, pipeline in built.items():
         result[name] = ctx.relative(save_pipeline(pipeline, paths[name]))
     return result
@@ -52,7 +59,7 @@ PIPELINES = Step(
         "reranker": r.train.reranker.enabled,
     },
     outputs=lambda lay: [lay.indexing_yaml, lay.query_yaml],
-    deps=("export-retriever", "export-reranker"),
+    deps=("export-retriever", "export-reranker", "gate"),
     clean=lambda lay: [lay.pipelines],
 )
 
@@ -71,7 +78,7 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     pipeline = load_pipeline(layout.indexing_yaml)
     store = store_of(pipeline)
     sampled = ctx.recipe.serve.index_corpus == "evaluation"
-    dataset = ctx.eval_dataset() if sampled else ctx.full_eval_dataset()
+    dataset = ctx.eval_dataset() if sampled or ctx.eval_split() is None else ctx.full_eval_dataset()
     documents = [
         Document(id=d, content=ctx.passage_text(p), meta={"title": p.title}) for d, p in dataset.corpus.items()
     ]
@@ -87,12 +94,8 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         "store": ctx.recipe.serve.store,
     }
     embedded = indexed.embedded
-    precision = ctx.precision("export-retriever")
-    if (
-        embedder
-        and embedded
-        and embeds_like_evaluation(pipeline.get_component(embedder), layout.retriever_onnx, precision)
-    ):
+    served, precision = ctx.served_retriever()
+    if embedder and embedded and embeds_like_evaluation(pipeline.get_component(embedder), served, precision):
         by_id = {d.id: d.embedding for d in embedded if d.embedding is not None}
         if set(by_id) == set(dataset.corpus):  # whole documents (no splitting): the evaluation can reuse them
             layout.index_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +103,7 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
             result.update(
                 embeddings=ctx.relative(layout.index_dir / "embeddings.npy"),
                 corpus_fingerprint=dataset.fingerprint(),
-                model_fingerprint=onnx_fingerprint(layout.retriever_onnx, precision),
+                model_fingerprint=onnx_fingerprint(served, precision),
                 precision=precision,
             )
     if ctx.recipe.serve.store == "memory":
@@ -108,9 +111,7 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         from syntriever_haystack.runtime.metadata import ModelMetadata
         from syntriever_haystack.serve.memory_store import save_memory_store, store_record
 
-        record = store_record(
-            ModelMetadata.load(layout.retriever_onnx), model_name=str(layout.retriever_onnx.resolve())
-        )
+        record = store_record(ModelMetadata.load(served), model_name=str(served.resolve()))
         result["saved_store"] = ctx.relative(save_memory_store(store, layout.document_store, record))
         result["bm25_index"] = ctx.relative(bm25_index_dir(layout.document_store))  # saved with the store
     write_json(layout.index_dir / "index.json", result)

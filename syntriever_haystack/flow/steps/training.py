@@ -39,47 +39,75 @@ def _training_result(summary: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _stage1_data(ctx: FlowContext) -> Path | None:
+    """The stage-1 records: the mined synthetic examples, plus (opt-in labels) the training queries' examples."""
+    files = [ctx.layout.mined / "retriever.jsonl"]
+    generated = ctx.results.get("generate-retriever")
+    if ctx.recipe.dataset.use_training_labels and generated:
+        if generated.get("records"):
+            files.append(ctx.layout.gen_retriever / "retriever.jsonl")
+        else:
+            ctx.warn("the stage-1 generation for the training queries wrote no example")
+    files = [f for f in files if f.is_file() and f.stat().st_size > 0]
+    if len(files) <= 1:
+        return files[0] if files else None
+    combined = ctx.layout.mined / "stage1-all.jsonl"
+    with combined.open("w", encoding="utf-8") as out:
+        for file in files:
+            out.write(file.read_text(encoding="utf-8"))
+    return combined
+
+
 def run_train_retriever(ctx: FlowContext, resume: bool) -> dict[str, Any]:
-    """Stage 1: synthetic examples + the gold pairs of the other training queries (resumes from checkpoints)."""
+    """Stage 1 on the synthetic examples (+ the gold pairs of the training queries, only with
+    ``dataset.use_training_labels``); resumes from checkpoints."""
     from syntriever_haystack.models import resolve_model
     from syntriever_haystack.train.retriever import RetrieverTrainingConfig, train_retriever
 
     train = ctx.recipe.train
     section = train.retriever
-    generated = ctx.results.get("generate-retriever")
-    data = str(ctx.layout.gen_retriever / "retriever.jsonl") if generated and generated.get("records") else None
-    if generated and not generated.get("records"):
-        ctx.warn("the stage-1 generation wrote no example; training on the gold pairs only")
-    if data is None and not section.add_gold_pairs:
+    labels = ctx.recipe.dataset.use_training_labels
+    data = _stage1_data(ctx)
+    gold = labels and section.add_gold_pairs
+    if data is None and not gold:
         raise FlowError(
-            "stage 1 has no data: no synthetic example was generated and train.retriever.add_gold_pairs is false"
+            "stage 1 has no data: the synthetic query generation and mining wrote no example; raise "
+            "generate.passages or generate.sentence_queries"
         )
     config = RetrieverTrainingConfig(
         stage=1,
         base=resolve_model(train.base_model),
         output=str(ctx.layout.stage1),
-        data=data,
+        data=str(data) if data else None,
         gold_only=data is None,
-        dataset=str(ctx.train_folder()),
+        dataset=str(ctx.train_folder()) if labels else None,
         split=ctx.recipe.dataset.train_split,
-        add_gold_pairs=section.add_gold_pairs and data is not None,
+        add_gold_pairs=gold and data is not None,
         positive_mode=section.positive_mode,
         batch_size=section.batch_size,
         mini_batch_size=None,
         query_max_length=section.query_max_length,
         passage_max_length=section.passage_max_length,
-        dev_fraction=section.dev_fraction,
+        margin_mse_weight=section.margin_mse_weight,
+        dev_fraction=section.dev_fraction if labels else 0.0,
         dev_corpus_size=800,
         settings=_loop_settings(
             ctx,
             epochs=section.epochs,
             learning_rate=section.learning_rate,
             max_steps=section.max_steps,
-            dev=section.dev_fraction > 0,
+            dev=labels and section.dev_fraction > 0,
         ),
     )
     ctx.set_threads()
-    return _finish_training(ctx, ctx.layout.stage1, train_retriever(config))
+    result = _finish_training(ctx, ctx.layout.stage1, train_retriever(config))
+    if section.interpolation < 1.0:  # WiSE-FT: the served weights keep part of the base model
+        from syntriever_haystack.train.interpolate import interpolate_weights
+
+        remove(ctx.layout.stage1_interpolated)
+        interpolate_weights(ctx.layout.stage1, config.base, ctx.layout.stage1_interpolated, alpha=section.interpolation)
+        result["interpolation"] = section.interpolation
+    return result
 
 
 TRAIN_RETRIEVER = Step(
@@ -90,10 +118,11 @@ TRAIN_RETRIEVER = Step(
         "base_model": r.train.base_model,
         "seed": r.train.seed,
         "retriever": as_dict(r.train.retriever),
+        "labels": r.dataset.use_training_labels,
     },
     outputs=lambda lay: [lay.stage1 / "train_summary.json"],
-    deps=("data", "generate-retriever"),
-    clean=lambda lay: [lay.stage1],
+    deps=("data", "mine", "generate-retriever"),
+    clean=lambda lay: [lay.stage1, lay.stage1_interpolated],
 )
 
 
@@ -104,19 +133,21 @@ def run_train_reranker(ctx: FlowContext, resume: bool) -> dict[str, Any]:
 
     train = ctx.recipe.train
     section = train.reranker
-    generated = ctx.results.get("generate-reranker") or {}
-    if not generated.get("groups") and not section.add_gold_groups:
+    mined = ctx.results.get("mine") or {}
+    labels = ctx.recipe.dataset.use_training_labels
+    if not mined.get("reranker_groups") and not (labels and section.add_gold_groups):
         raise FlowError(
-            "the reranker generation wrote no training group (every synthetic query was filtered or its source "
-            "passage judged not relevant); raise generate.reranker_passages, set train.reranker.add_gold_groups: "
-            "true, or set train.reranker.enabled: false"
+            "the mine step wrote no reranker group (no synthetic query had a hard negative); raise "
+            "generate.passages or generate.sentence_queries, or set train.reranker.enabled: false"
         )
     gold: dict[str, Any] = {}
-    if section.add_gold_groups:
+    if labels and section.add_gold_groups:
         gold = {"add_gold_groups": True, "dataset": str(ctx.train_folder()), "split": ctx.recipe.dataset.train_split}
     config = RerankerTrainingConfig(
-        data=str(ctx.layout.gen_reranker / "reranker.jsonl") if generated.get("groups") else "",
-        base=resolve_model(section.base_model or train.base_model),
+        data=str(ctx.layout.mined / "reranker.jsonl") if mined.get("reranker_groups") else "",
+        base=str(ctx.layout.stage1)
+        if section.base_model == "stage1"
+        else resolve_model(section.base_model or train.base_model),
         output=str(ctx.layout.reranker),
         group_size=section.group_size,
         batch_size=section.batch_size,
@@ -138,9 +169,10 @@ TRAIN_RERANKER = Step(
         "base_model": r.train.base_model,
         "seed": r.train.seed,
         "reranker": as_dict(r.train.reranker),
+        "labels": r.dataset.use_training_labels,
     },
     outputs=lambda lay: [lay.reranker / "train_summary.json"],
-    deps=("data", "generate-reranker"),
+    deps=("data", "mine", "train-retriever"),
     enabled=reranker_enabled,
     clean=lambda lay: [lay.reranker],
 )
@@ -162,7 +194,7 @@ def run_train_stage2(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         base=str(ctx.layout.stage1),
         output=str(ctx.layout.stage2),
         data=str(ctx.layout.gen_preferences / "preferences.jsonl"),
-        dataset=str(ctx.train_folder()),
+        dataset=str(ctx.train_folder()) if ctx.recipe.dataset.use_training_labels else None,
         split=ctx.recipe.dataset.train_split,
         loss=section.loss,
         kl_weight=section.kl_weight,
@@ -170,14 +202,14 @@ def run_train_stage2(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         mini_batch_size=None,
         query_max_length=ctx.recipe.train.retriever.query_max_length,
         passage_max_length=ctx.recipe.train.retriever.passage_max_length,
-        dev_fraction=ctx.recipe.train.retriever.dev_fraction,
+        dev_fraction=ctx.recipe.train.retriever.dev_fraction if ctx.recipe.dataset.use_training_labels else 0.0,
         dev_corpus_size=800,
         settings=_loop_settings(
             ctx,
             epochs=section.epochs,
             learning_rate=section.learning_rate,
             max_steps=section.max_steps,
-            dev=ctx.recipe.train.retriever.dev_fraction > 0,
+            dev=ctx.recipe.dataset.use_training_labels and ctx.recipe.train.retriever.dev_fraction > 0,
         ),
     )
     ctx.set_threads()

@@ -1,0 +1,171 @@
+"""``gate``: the ship gate. A trained component replaces what it improves on only when a label-free check says so.
+
+The check ranks the held-out synthetic queries of the ``mine`` step (their passages were never trained on) over the
+full corpus, each with its source passage as the one relevant document:
+
+- retriever: the trained dense model against the base model (each alone, as the query pipeline's dense half);
+- reranker: the served first stage (BM25 + the dense model that passed) reranked, against that first stage alone.
+
+A component ships when its ``gate.metric`` beats the incumbent's by more than ``gate.min_delta`` and the paired test
+over the held-out queries gives p ≤ ``gate.max_p``. The decisions go to
+``report/gate.json`` / ``gate.md``; the ``pipelines`` step builds the served pipelines from them, and the evaluation
+(when judgments exist) puts the real effect next to each check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from syntriever_haystack.flow.context import FlowContext, write_json
+from syntriever_haystack.flow.step import Step, as_dict, reranker_enabled
+
+
+def _check(name: str, candidate: dict[str, Any], incumbent: dict[str, Any], gate: Any) -> dict[str, Any]:
+    delta = candidate["value"] - incumbent["value"]
+    p = candidate.get("p")
+    significant = gate.max_p >= 1 or (p is not None and p <= gate.max_p)
+    ships = delta > gate.min_delta and significant
+    return {
+        "component": name,
+        "candidate": candidate["system"],
+        "incumbent": incumbent["system"],
+        "candidate_value": round(candidate["value"], 4),
+        "incumbent_value": round(incumbent["value"], 4),
+        "delta": round(delta, 4),
+        "p": candidate.get("p"),
+        "decision": "ship" if ships else "keep " + incumbent["system"],
+        "ships": ships,
+    }
+
+
+def _evaluate(ctx: FlowContext, dataset: Any, systems: dict[str, str], baseline: str) -> dict[str, dict[str, Any]]:
+    """``{alias: {system, value, p}}`` of the gate metric; ``p`` is the paired test against ``baseline``."""
+    from syntriever_haystack.evaluate.runner import evaluate_systems
+    from syntriever_haystack.evaluate.systems import EmbeddingCache, default_cache_dir
+
+    metric = ctx.recipe.gate.metric
+    cache = EmbeddingCache(default_cache_dir() / "embeddings" if ctx.recipe.evaluate.cache else None)
+    specs = list(systems.values())
+    report = evaluate_systems(
+        dataset,
+        specs,
+        metrics=[metric],
+        baseline=systems[baseline],
+        test=ctx.recipe.evaluate.test,
+        include_title=ctx.recipe.dataset.include_title,
+        cache=cache,
+        progress=ctx.progress,
+        seed=ctx.recipe.seed,
+    )
+    by_spec = {r.spec: r for r in report.systems}
+    out = {}
+    for alias, spec in systems.items():
+        result = by_spec[spec]
+        means = result.means
+        test = result.significance.get(next(iter(means)))
+        out[alias] = {
+            "system": alias,
+            "value": float(next(iter(means.values()))),
+            "p": None if test is None else round(float(test.p_value), 6),
+        }
+    return out
+
+
+def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
+    """Decide which trained components are served (label-free), and write report/gate.json + gate.md."""
+    from syntriever_haystack.flow.steps.synthetic import read_gate_queries
+    from syntriever_haystack.generate.label_free import gate_dataset
+
+    layout, gate = ctx.layout, ctx.recipe.gate
+    queries = read_gate_queries(ctx)
+    base = f"dense:{layout.base_onnx}?precision={ctx.precision('base-model')}"
+    trained = f"dense:{layout.retriever_onnx}?precision={ctx.precision('export-retriever')}"
+    result: dict[str, Any] = {
+        "metric": gate.metric,
+        "min_delta": gate.min_delta,
+        "max_p": gate.max_p,
+        "queries": len(queries),
+        "query_kind": (ctx.results.get("mine") or {}).get("gate_kind", "llm"),
+        "checks": [],
+    }
+    if not gate.enabled or not queries:
+        why = "gate.enabled is false" if not gate.enabled else "no held-out synthetic query (generate.held_out: 0)"
+        result.update(
+            enabled=False, reason=why, served_retriever="trained", served_reranker=reranker_enabled(ctx.recipe)
+        )
+        ctx.warn(f"no ship gate ({why}): every trained component is served unchecked")
+        _write(ctx, result)
+        return result
+    dataset = gate_dataset(queries, ctx.corpus(), name=str(ctx.results["data"]["name"]))
+    first = _evaluate(ctx, dataset, {"zero-shot": base, "trained": trained}, "zero-shot")
+    retriever = _check("retriever", first["trained"], first["zero-shot"], gate)
+    result["checks"].append(retriever)
+    served_dense = trained if retriever["ships"] else base
+    served_name = "trained" if retriever["ships"] else "zero-shot"
+    served_reranker = False
+    if reranker_enabled(ctx.recipe):
+        hybrid = "hybrid:" + served_dense.split(":", 1)[1]
+        depth = ctx.recipe.evaluate.rerank_depth
+        reranked = (
+            f"{hybrid}+rerank:{layout.reranker_onnx}?top_k={depth}&precision={ctx.precision('export-reranker')}"
+            f"&max_length={ctx.recipe.train.reranker.max_length}"
+        )
+        second = _evaluate(ctx, dataset, {"hybrid": hybrid, "hybrid+rerank": reranked}, "hybrid")
+        check = _check("reranker", second["hybrid+rerank"], second["hybrid"], gate)
+        result["checks"].append(check)
+        served_reranker = check["ships"]
+    result.update(enabled=True, served_retriever=served_name, served_reranker=served_reranker)
+    for check in result["checks"]:
+        ctx.echo(
+            f"        gate {check['component']}: {gate.metric} {check['candidate_value']:.4f} vs "
+            f"{check['incumbent_value']:.4f} on {len(queries)} held-out queries → {check['decision']}"
+        )
+    _write(ctx, result)
+    return result
+
+
+def gate_markdown(result: dict[str, Any]) -> str:
+    """The gate's table (also part of the run report)."""
+    if not result.get("enabled"):
+        return f"No ship gate: {result.get('reason', 'disabled')}; every trained component is served.\n"
+    metric = result["metric"]
+    lines = [
+        f"Label-free check: {result['queries']} held-out synthetic {result.get('query_kind', 'llm')} queries (their "
+        f"passages were never trained on), ranked over the full corpus; {metric}; ship when Δ > {result['min_delta']} "
+        f"and the paired test's p ≤ {result.get('max_p', 1)}.",
+        "",
+        f"| component | candidate | {metric} | incumbent | {metric} | Δ | p | decision |",
+        "|---|---|---:|---|---:|---:|---:|---|",
+    ]
+    for c in result["checks"]:
+        p = "—" if c.get("p") is None else f"{c['p']:.3g}"
+        lines.append(
+            f"| {c['component']} | {c['candidate']} | {c['candidate_value']:.4f} | {c['incumbent']} | "
+            f"{c['incumbent_value']:.4f} | {c['delta']:+.4f} | {p} | **{c['decision']}** |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write(ctx: FlowContext, result: dict[str, Any]) -> None:
+    folder: Path = ctx.layout.report
+    write_json(folder / "gate.json", result)
+    (folder / "gate.md").write_text("# Ship gate\n\n" + gate_markdown(result), encoding="utf-8")
+
+
+GATE = Step(
+    "gate",
+    "the ship gate: held-out synthetic queries decide what is served",
+    run_gate,
+    config=lambda r: {
+        "gate": as_dict(r.gate),
+        "precision": r.export.precision,
+        "rerank_depth": r.evaluate.rerank_depth,
+        "test": r.evaluate.test,
+        "reranker": r.train.reranker.enabled,
+        "include_title": r.dataset.include_title,
+    },
+    outputs=lambda lay: [lay.report / "gate.json"],
+    deps=("base-model", "mine", "export-retriever", "export-reranker"),
+    clean=lambda lay: [lay.report / "gate.json", lay.report / "gate.md"],
+)
