@@ -166,7 +166,7 @@ class RerankerDataGenerator:
             output=output,
             accounting=accounting,
             parallel=self.parallel,
-            desc="reranker queries",
+            desc="synthetic queries",
             progress=self.progress,
         )
         with JsonlStore(output) as store:

@@ -496,6 +496,16 @@ def test_recipe_errors_name_the_key_and_the_fix(data: Any, expected: str) -> Non
         ({"serve": {"store": "opensearch", "url": "http://h:9200", "index": "My Index"}}, r"serve\.index: 'My Index'"),
         ({"evaluate": {"metrics": ["nDCG@10", "bogus@3"]}}, r"evaluate\.metrics: unknown metric 'bogus@3'"),
         ({"sample_query": "  "}, r"sample_query: empty"),
+        ({"generate": {"held_out": 1.0}}, r"generate\.held_out: use a fraction in \[0, 1\)"),
+        ({"generate": {"guard": -0.1}}, r"generate\.guard: use a fraction"),
+        ({"generate": {"candidates": 5, "skip_top": 5}}, r"generate\.skip_top: 5 skips every one"),
+        ({"generate": {"round_trip": 0}}, r"generate\.round_trip: must be a positive integer or null"),
+        ({"generate": {"passages": 0, "sentence_queries": 0}}, r"stage 1 has nothing to train on"),
+        ({"train": {"retriever": {"interpolation": 0}}}, r"train\.retriever\.interpolation: .* \(0, 1\]"),
+        ({"train": {"retriever": {"margin_mse_weight": -1}}}, r"train\.retriever\.margin_mse_weight: must be 0"),
+        ({"train": {"reranker": {"add_gold_groups": True}}}, r"add_gold_groups reads training judgments"),
+        ({"gate": {"max_p": 0}}, r"gate\.max_p: use a p-value in \(0, 1\]"),
+        ({"gate": {"metric": "bogus@3"}}, r"gate\.metric: unknown metric 'bogus@3'"),
     ],
 )
 def test_recipe_values_out_of_range_fail_on_load(data: Any, expected: str) -> None:
