@@ -83,3 +83,24 @@ def test_tiny_quickstart_recipe_end_to_end_then_skipped(tmp_path: Path, subproce
     assert second.returncode == 0, second.stderr[-3000:]
     flow = json.loads((out / "flow.json").read_text())
     assert {s["status"] for s in flow["steps"]} <= {"skipped", "disabled"}
+
+
+def test_quickstart_on_a_folder_of_40_documents(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    """The user we build for: a folder of files, no queries, no judgments — trained, gated, served, answered."""
+    from syntriever_haystack.data.beir import read_corpus
+
+    docs = tmp_path / "my_docs"
+    docs.mkdir()
+    for i, passage in enumerate(list(read_corpus(SCIFACT / "corpus.jsonl").values())[:40]):
+        (docs / f"doc{i:02d}.{'md' if i % 2 else 'txt'}").write_text(f"# {passage.title}\n\n{passage.text}\n")
+    out = tmp_path / "run"
+    done = _syntriever("quickstart", "--dataset", str(docs), "--out", str(out), "--quiet", env=subprocess_env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["labels"] == "none"
+    assert summary["results"] == {}  # nothing to evaluate against
+    assert summary["gate"]["checks"], summary["gate"]
+    assert summary["answer"]["documents"]
+    report = (out / "report" / "report.md").read_text()
+    assert "no evaluation split" in report
+    assert (out / "pipelines" / "query.yaml").is_file()
