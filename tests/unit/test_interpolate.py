@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sentence_transformers")
-
 from syntriever_haystack.train.interpolate import interpolate_weights
 from tests.conftest import build_tiny_bert
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sentence_transformers")
 
 
 def _state(folder: Path) -> dict[str, object]:
