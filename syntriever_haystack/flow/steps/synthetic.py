@@ -100,14 +100,14 @@ def run_mine(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     llm = lf.read_synthetic_queries(queries_file) if section.passages > 0 and queries_file.is_file() else []
     llm = [q for q in llm if q.source_doc_id in corpus]
     held = lf.held_out_passages(corpus, section.held_out, ctx.recipe.seed)
-    sentence_docs = sampled_passages(ctx, len(corpus))
-    sentence_docs = [d for d in sentence_docs if d not in held][: section.sentence_queries]
+    order = sampled_passages(ctx, len(corpus))  # the whole corpus in the run's hash order, computed once
+    sentence_docs = [d for d in order if d not in held][: section.sentence_queries]
     sentences = lf.sentence_queries(corpus, sentence_docs, seed=ctx.recipe.seed, include_title=include_title)
     train = [q for q in llm if q.source_doc_id not in held] + sentences
     gate = [q for q in llm if q.source_doc_id in held]
     gate_kind = "llm"
     if not gate and section.held_out > 0:  # no held-out LLM query: sentence queries of held-out passages instead
-        gate_docs = [d for d in sampled_passages(ctx, len(corpus)) if d in held][:200]
+        gate_docs = [d for d in order if d in held][:200]
         gate = lf.sentence_queries(corpus, gate_docs, seed=ctx.recipe.seed, include_title=include_title)
         gate_kind = "sentence"
     retriever = candidate_retriever(ctx, _candidate_spec(ctx), corpus)
