@@ -39,6 +39,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         probe_file=args.probe_file,
         opset=args.opset,
         force=args.force,
+        require_int8=args.require_int8,
+        measure_speed=not args.no_speed_check,
     )
     print(format_report(result))
     return 0
@@ -189,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--kind", choices=["bi-encoder", "cross-encoder"], help="force the model kind")
     export.add_argument("--max-length", type=int, help="maximum tokens (default: the source's)")
     export.add_argument("--no-int8", action="store_true", help="skip the int8 variant")
+    export.add_argument(
+        "--require-int8",
+        action="store_true",
+        help="fail when int8 fails its parity gate (default: drop int8, keep the fp32 export)",
+    )
+    export.add_argument(
+        "--no-speed-check",
+        action="store_true",
+        help="skip timing the variants (quantization='auto' then runs fp32)",
+    )
     export.add_argument("--query-prefix", help="query prefix to record (default: the source's prompts)")
     export.add_argument("--document-prefix", help="document prefix to record")
     export.add_argument(

@@ -160,7 +160,7 @@ def write_probe_file(path: Path, *, kind: str, seed: int = 1, n: int = 60) -> Pa
 def exported_bi_encoder(tiny_bi_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from syntriever_haystack.export import export_model
 
-    return export_model(tiny_bi_encoder, tmp_path_factory.mktemp("onnx") / "bi").output_dir
+    return export_model(tiny_bi_encoder, tmp_path_factory.mktemp("onnx") / "bi", measure_speed=False).output_dir
 
 
 @pytest.fixture(scope="session")
@@ -168,7 +168,9 @@ def exported_cross_encoder(tiny_cross_encoder: Path, tmp_path_factory: pytest.Te
     from syntriever_haystack.export import export_model
 
     probes = write_probe_file(tmp_path_factory.mktemp("probes") / "pairs.tsv", kind="cross-encoder")
-    return export_model(tiny_cross_encoder, tmp_path_factory.mktemp("onnx") / "ce", probe_file=probes).output_dir
+    return export_model(
+        tiny_cross_encoder, tmp_path_factory.mktemp("onnx") / "ce", probe_file=probes, measure_speed=False
+    ).output_dir
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.errors import ExportError
-from syntriever_haystack.export import onnx_graph, parity
+from syntriever_haystack.export import onnx_graph, parity, variants
 from syntriever_haystack.export.source import SourceModel, inspect_source
 from syntriever_haystack.runtime.metadata import ModelMetadata
 
@@ -133,6 +133,9 @@ def export_model(
     fp32_min_cosine: float = 0.9999,
     int8_min_cosine: float = 0.99,
     min_spearman: float = 0.99,
+    min_ranking_ndcg: float = 0.98,
+    require_int8: bool = False,
+    measure_speed: bool = True,
 ) -> ExportResult:
     """Export a sentence-transformers bi-encoder or a 1-logit cross-encoder to a verified ONNX folder.
 
@@ -151,7 +154,13 @@ def export_model(
     :param fp32_min_cosine: Fail when any probe's fp32 embedding cosine to torch is lower.
     :param int8_min_cosine: Fail when the mean int8 embedding cosine to torch over the probes is lower
         (see :func:`syntriever_haystack.export.parity.check_bi_encoder` for why the mean).
-    :param min_spearman: Fail when a cross-encoder variant ranks probe pairs with a lower Spearman to torch.
+    :param min_spearman: Fail when the fp32 cross-encoder ranks probe pairs with a lower Spearman to torch.
+    :param min_ranking_ndcg: Fail the int8 cross-encoder when its ranking of each probe query's candidates scores a
+        lower mean nDCG@10 against torch's scores (see :func:`syntriever_haystack.export.parity.ranking_agreement`).
+    :param require_int8: Fail the export when int8 fails its gate. By default a failed int8 variant is dropped
+        (its file is not written, ``export.int8.dropped`` says why) and the fp32 export is kept.
+    :param measure_speed: Time each variant that passed on this machine and record the fastest as the default of
+        ``quantization="auto"`` (``serving`` in ``syntriever.json``); about ``32 / docs_per_s`` seconds each.
     :raises ExportError: On any failure; nothing is left at ``output_dir``.
     """
     started = time.perf_counter()
@@ -170,6 +179,7 @@ def export_model(
         )
         metadata.save(staging)  # the parity check loads the staged folder exactly as a server would
         precisions = ["fp32", "int8"] if int8 else ["fp32"]
+        required = precisions if require_int8 else ["fp32"]
         # long probes: cut at the served length, and compared with the model at its training length when it differs
         trained_at = source.document_train_max_length
         trained_at = trained_at if trained_at != source.max_length else None
@@ -191,7 +201,9 @@ def export_model(
                 thresholds={"fp32": fp32_min_cosine, "int8": int8_min_cosine},
                 long_count=len(long),
                 trained=(trained_at, embed(long, trained_at)) if trained_at else None,
+                required=required,
             )
+            timed: list[Any] = long or texts
         else:
             short_pairs = custom_probes or parity.probe_pairs()
             long_pairs = parity.long_probe_pairs(short_pairs, source.max_length)
@@ -206,9 +218,18 @@ def export_model(
                 pairs,
                 precisions=precisions,
                 threshold=min_spearman,
+                ranking_threshold=min_ranking_ndcg,
                 long_count=len(long_pairs),
                 trained=(trained_at, logits(long_pairs, trained_at)) if trained_at else None,
+                required=required,
             )
+            timed = long_pairs or pairs
+        dropped = metadata.parity.get("failed", {}).get("int8")
+        if dropped and "int8" in metadata.files:
+            (staging / metadata.files.pop("int8")).unlink()
+            metadata.export["int8"] = {**(metadata.export.get("int8") or {}), "dropped": dropped}
+        if measure_speed:
+            metadata.serving = variants.measure_variants(staging, list(metadata.files), timed)
         metadata.export["seconds"] = round(time.perf_counter() - started, 2)
         metadata.save(staging)
         files = {str(p.relative_to(staging)): p.stat().st_size for p in sorted(staging.rglob("*")) if p.is_file()}
@@ -342,11 +363,19 @@ def format_report(result: ExportResult) -> str:
     else:
         lines.append(f"  max_length {meta.max_length}")
     lines.append("  parity against torch:")
+    dropped = (meta.export.get("int8") or {}).get("dropped")
+    if dropped:
+        lines.append(f"    int8 not written: {dropped} (fp32 only; --require-int8 makes this an error)")
     for precision in meta.files:
         figures = meta.parity.get(precision, {})
         shown = ", ".join(f"{k} {v:.6f}" for k, v in figures.items() if isinstance(v, float))
         gate = meta.parity.get("gated_on", {}).get(precision, "spearman")
         lines.append(f"    {precision:5s} {shown}   (gate: {gate} >= {meta.parity['thresholds'][precision]})")
+    speeds = meta.serving.get("docs_per_s") or {}
+    if speeds:
+        shown = ", ".join(f"{p} {v}/s" for p, v in speeds.items())
+        lines.append(f"  speed here ({meta.serving['inputs']} inputs at {meta.max_length} tokens): {shown}")
+        lines.append(f"  quantization='auto' runs: {meta.serving['default']}")
     lines += length_summary(meta, indent="  ")
     for rel, size in result.files.items():
         if rel.endswith(".onnx"):

@@ -20,6 +20,9 @@ ModelKind = Literal["bi-encoder", "cross-encoder"]
 KINDS: tuple[str, ...] = ("bi-encoder", "cross-encoder")
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[str, ...] = ("fp32", "int8")
+Quantization = Literal["auto", "fp32", "int8"]
+QUANTIZATIONS: tuple[str, ...] = ("auto", *PRECISIONS)
+"""What a component may ask for: a precision, or ``auto`` (the variant the export measured fastest)."""
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "max", "lasttoken")
 
 
@@ -47,6 +50,8 @@ class ModelMetadata:
         truncated at ``max_length``) and, when ``train_max_length`` differs from it, ``train_length`` (the torch
         model at its training length against the export at ``max_length``, on those texts).
     :param export: Provenance of the export (versions, opset, fused operators, timings).
+    :param serving: What the export measured for serving on the machine it ran on: ``docs_per_s`` per variant
+        that passed parity, ``default`` (the fastest of them, which ``quantization="auto"`` runs) and ``machine``.
     """
 
     kind: ModelKind
@@ -63,7 +68,16 @@ class ModelMetadata:
     train_max_length_from: str = ""
     parity: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
+    serving: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+
+    def resolve_quantization(self, quantization: str) -> str:
+        """The precision that ``quantization`` runs: itself, or for ``"auto"`` the export's measured ``default``
+        when this folder has that file, else ``"fp32"`` (exact; exports older than the measurement)."""
+        if quantization != "auto":
+            return quantization
+        default = self.serving.get("default")
+        return default if isinstance(default, str) and default in self.files else "fp32"
 
     @property
     def document_train_max_length(self) -> int | None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from syntriever_haystack.errors import ExportedModelError
-from syntriever_haystack.runtime.metadata import PRECISIONS, ModelMetadata, read_model_json
+from syntriever_haystack.runtime.metadata import QUANTIZATIONS, ModelMetadata, read_model_json
 
 SOFT_CHARS_PER_TOKEN = 16
 """A text is first read up to this many characters per token of the window (a word is 4-6 characters)."""
@@ -51,8 +51,11 @@ def load_onnx_model(
     """Load an exported model, sharing one ONNX Runtime session between components that ask for the same one.
 
     A query embedder and a document embedder pointing at the same directory hold the same session, so the
-    model's weights are in memory once. The session is freed when no component holds it any more.
+    model's weights are in memory once (also when one asks for ``"auto"`` and the other for the precision it
+    resolves to). The session is freed when no component holds it any more.
     """
+    if precision == "auto" and file_name is None:
+        precision = ModelMetadata.load(Path(model)).resolve_quantization(precision)
     key = (str(Path(model).resolve()), precision, file_name, tuple(providers or ()), num_threads, max_length)
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
@@ -82,7 +85,8 @@ class OnnxModel:
     """An exported bi-encoder or cross-encoder, ready to run on ONNX Runtime.
 
     :param model: Exported model directory (the OUTPUT_DIR of ``syntriever export``).
-    :param precision: ``"fp32"`` or ``"int8"``: which of the exported ONNX files to run.
+    :param precision: ``"fp32"`` or ``"int8"``: which of the exported ONNX files to run; ``"auto"``: the one the
+        export measured fastest among those that passed parity (``serving.default`` in ``syntriever.json``).
     :param file_name: Run this ONNX file (relative to ``model``) instead of the one ``precision`` names.
     :param providers: ONNX Runtime execution providers, in order of preference. Default: CPU.
     :param num_threads: Intra-op threads. ``None`` lets ONNX Runtime use one per physical core.
@@ -104,8 +108,9 @@ class OnnxModel:
 
         self.path = Path(model)
         self.metadata = ModelMetadata.load(self.path)
-        if precision not in PRECISIONS:
-            raise ExportedModelError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+        if precision not in QUANTIZATIONS:
+            raise ExportedModelError(f"precision must be one of {QUANTIZATIONS}, got {precision!r}.")
+        precision = self.metadata.resolve_quantization(precision)
         if file_name is None:
             if precision not in self.metadata.files:
                 raise ExportedModelError(

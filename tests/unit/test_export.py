@@ -57,8 +57,10 @@ def test_cross_encoder_export_layout_and_metadata(exported_cross_encoder: Path) 
     assert meta.embedding_dim is None
     assert not (exported_cross_encoder / "modules.json").exists()
     assert meta.parity["fp32"]["spearman"] >= 0.99
-    assert meta.parity["int8"]["spearman"] >= 0.99
+    assert meta.parity["int8"]["ranking_ndcg@10"] >= 0.98  # int8 is gated on each query's ranking
+    assert meta.parity["gated_on"] == {"fp32": "spearman", "int8": "ranking_ndcg@10"}
     assert meta.parity["fp32"]["max_abs_logit_diff"] < 1e-4
+    assert meta.parity["fp32"]["ranking_ndcg@10"] > 0.9999
 
 
 def test_export_matches_sentence_transformers_on_onnx_backend(exported_bi_encoder: Path, tiny_bi_encoder: Path) -> None:
@@ -90,7 +92,7 @@ def test_failed_forced_export_keeps_previous_output(
     shutil.copytree(exported_bi_encoder, out)
     before = (out / "syntriever.json").read_text()
     with pytest.raises(ExportError):
-        export_model(tiny_bi_encoder, out, force=True, int8_min_cosine=1.5)
+        export_model(tiny_bi_encoder, out, force=True, int8_min_cosine=1.5, require_int8=True)
     assert (out / "syntriever.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
 
@@ -297,3 +299,83 @@ def test_metadata_without_length_fields_still_loads() -> None:
     meta = ModelMetadata.from_dict({"kind": "bi-encoder", "max_length": 128, "files": {"fp32": "onnx/model.onnx"}})
     assert (meta.train_max_length, meta.train_max_length_from, meta.document_train_max_length) == ({}, "", None)
     assert "training length unknown" in length_summary(meta)[0]
+
+
+# ------------------------------------------------------------------ ranking agreement, int8 drop, measured default
+def _brute_ndcg(reference: list[float], variant: list[float], k: int = 10) -> float:
+    """nDCG@k of the variant's order with min-max scaled reference scores as gains, written out longhand."""
+    import math
+
+    lo, hi = min(reference), max(reference)
+    gains = [(r - lo) / (hi - lo) for r in reference]
+    order = sorted(range(len(variant)), key=lambda i: -variant[i])
+    dcg = sum(gains[i] / math.log2(rank + 2) for rank, i in enumerate(order[:k]))
+    ideal = sum(g / math.log2(rank + 2) for rank, g in enumerate(sorted(gains, reverse=True)[:k]))
+    return dcg / ideal
+
+
+def test_ranking_agreement_matches_brute_force_per_query() -> None:
+    rng = np.random.default_rng(0)
+    pairs = [(f"q{q}", f"d{d}") for q in range(5) for d in range(15)]
+    reference = rng.normal(size=len(pairs))
+    variant = reference + rng.normal(scale=0.5, size=len(pairs))
+    got = parity.ranking_agreement(reference, variant, pairs)
+    assert got is not None
+    blocks = [(list(reference[q * 15 : q * 15 + 15]), list(variant[q * 15 : q * 15 + 15])) for q in range(5)]
+    expected = [_brute_ndcg(ref, var) for ref, var in blocks]
+    assert got["ranking_ndcg@10"] == pytest.approx(np.mean(expected))
+    assert got["min_ranking_ndcg@10"] == pytest.approx(min(expected))
+    assert got["groups"] == 5
+
+
+def test_ranking_agreement_passes_the_same_ranking_and_fails_a_different_one() -> None:
+    rng = np.random.default_rng(1)
+    pairs = [(f"q{q}", f"d{d}") for q in range(8) for d in range(20)]
+    reference = rng.normal(size=len(pairs))
+    same_order = 3.0 * reference + 1.0  # other scale and offset, same ranking: a perfect reranker variant
+    assert parity.ranking_agreement(reference, same_order, pairs)["ranking_ndcg@10"] == pytest.approx(1.0)
+    # a global Spearman would punish moving one query's scores against another's; the ranking gate does not
+    shifted = reference + np.repeat(rng.normal(scale=5.0, size=8), 20)
+    assert parity.spearman(reference, shifted) < 0.9
+    assert parity.ranking_agreement(reference, shifted, pairs)["ranking_ndcg@10"] == pytest.approx(1.0)
+    shuffled = rng.permutation(reference)  # ranks unrelated to the reference: fails any sensible threshold
+    assert parity.ranking_agreement(reference, shuffled, pairs)["ranking_ndcg@10"] < 0.9
+    assert parity.ranking_agreement(reference, reference, [(f"q{i}", "d") for i in range(len(pairs))]) is None
+
+
+def test_failed_int8_is_dropped_and_fp32_export_kept(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    result = export_model(tiny_bi_encoder, out, int8_min_cosine=1.5, measure_speed=False)
+    meta = ModelMetadata.load(out)
+    assert meta.files == {"fp32": "onnx/model.onnx"}
+    assert not (out / "onnx" / "model_int8.onnx").exists()
+    assert "int8: mean cosine" in meta.export["int8"]["dropped"]
+    assert "int8" in meta.parity["failed"]
+    assert "int8 not written" in format_report(result)
+    assert OnnxModel(out, precision="auto").precision == "fp32"
+
+
+def test_export_measures_variants_and_auto_runs_the_recorded_default(tiny_bi_encoder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    result = export_model(tiny_bi_encoder, out)
+    serving = ModelMetadata.load(out).serving
+    assert set(serving["docs_per_s"]) == {"fp32", "int8"}
+    assert all(v > 0 for v in serving["docs_per_s"].values())
+    assert serving["default"] in ("fp32", "int8")
+    assert serving["machine"]["cores"] >= 1
+    assert "quantization='auto' runs" in format_report(result)
+    for default in ("int8", "fp32"):  # whatever was measured, "auto" follows the record
+        meta = ModelMetadata.load(out)
+        meta.serving["default"] = default
+        meta.save(out)
+        assert OnnxModel(out, precision="auto").precision == default
+    meta.serving = {"default": "bf16"}  # a variant this folder does not have: the exact fp32
+    meta.save(out)
+    assert OnnxModel(out, precision="auto").precision == "fp32"
+
+
+def test_auto_shares_the_session_of_the_precision_it_resolves_to(exported_bi_encoder: Path) -> None:
+    from syntriever_haystack.runtime.onnx_model import load_onnx_model
+
+    # the fixture is exported without a speed record, so "auto" is fp32
+    assert load_onnx_model(exported_bi_encoder, precision="auto") is load_onnx_model(exported_bi_encoder)

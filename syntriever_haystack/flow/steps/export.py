@@ -15,21 +15,23 @@ def export_onnx(
     ctx: FlowContext, source: Path, output: Path, *, kind: str, max_length: int | None = None, **kw: Any
 ) -> dict[str, Any]:
     """Export ``source`` to ONNX at ``output`` (fp32 + ``export.precision``); an int8 variant that fails its parity
-    check falls back to fp32 with a warning. Returns the step result: model, served precision, seconds."""
-    from syntriever_haystack.errors import ExportError
+    gate is dropped by the exporter and the model is served in fp32, with a warning. Returns the step result:
+    model, served precision, seconds, and the speeds the export measured here."""
     from syntriever_haystack.export import export_model
 
     precision = ctx.recipe.export.precision
-    try:
-        result = export_model(source, output, kind=kind, max_length=max_length, force=True, **kw)
-    except ExportError as exc:
-        if precision != "int8" or "int8" not in str(exc):
-            raise
-        # A barely trained model can rank probe pairs differently once quantised: serve it in fp32 then.
-        ctx.warn(f"{output.name}: the int8 variant failed its parity check ({exc}); serving fp32")
-        result = export_model(source, output, kind=kind, max_length=max_length, force=True, int8=False, **kw)
+    result = export_model(source, output, kind=kind, max_length=max_length, force=True, **kw)
+    dropped = (result.metadata.export.get("int8") or {}).get("dropped")
+    if precision == "int8" and "int8" not in result.metadata.files:
+        # e.g. a barely trained reranker can rank a query's candidates differently once quantised
+        ctx.warn(f"{output.name}: the int8 variant failed its parity gate ({dropped}); serving fp32")
         precision = "fp32"
-    return {"model": ctx.relative(output), "precision": precision, "export_seconds": round(result.seconds, 1)}
+    return {
+        "model": ctx.relative(output),
+        "precision": precision,
+        "export_seconds": round(result.seconds, 1),
+        "docs_per_s": result.metadata.serving.get("docs_per_s", {}),
+    }
 
 
 def base_max_length(ctx: FlowContext) -> int | None:
@@ -103,21 +105,27 @@ EXPORT_STAGE1 = Step(
 
 
 # ------------------------------------------------------------------------------------------------- reranker
-def _write_reranker_probes(groups_file: Path, probes: Path, limit: int = 24) -> Path | None:
-    """Cross-encoder parity probes from the training groups (in-domain pairs the model separates)."""
+def _write_reranker_probes(groups_file: Path, probes: Path, queries: int = 8, per_query: int = 12) -> Path | None:
+    """Cross-encoder parity probes from the training groups: for ``queries`` synthetic queries, their positive and
+    up to ``per_query - 1`` mined candidates (in-domain pairs the model separates, grouped by query so that the
+    int8 gate can compare each query's ranking; see :func:`syntriever_haystack.export.parity.ranking_agreement`)."""
     lines: list[str] = []
     if not groups_file.is_file():
         return None
+    taken = 0
     with groups_file.open(encoding="utf-8") as handle:
         for line in handle:
             if not line.strip():
                 continue
             record = json.loads(line)
             query = " ".join(str(record.get("query", "")).split())
-            for doc in [record.get("positive"), *(record.get("negatives") or [])[:2]]:
-                if isinstance(doc, dict) and doc.get("text"):
-                    lines.append(f"{query}\t{' '.join(str(doc['text']).split())}")
-            if len(lines) >= limit:
+            docs = [record.get("positive"), *(record.get("negatives") or [])][:per_query]
+            texts = [" ".join(str(d["text"]).split()) for d in docs if isinstance(d, dict) and d.get("text")]
+            if not query or len(texts) < 2:
+                continue
+            lines += [f"{query}\t{text}" for text in texts]
+            taken += 1
+            if taken >= queries:
                 break
     if len(lines) < 8:
         return None

@@ -47,7 +47,7 @@ class SyntrieverDocumentEmbedder:
         self,
         *,
         model: str | Path,
-        quantization: Literal["fp32", "int8"] = "fp32",
+        quantization: Literal["auto", "fp32", "int8"] = "auto",
         file_name: str | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
@@ -66,7 +66,9 @@ class SyntrieverDocumentEmbedder:
         :param model: Directory written by ``syntriever export`` for a bi-encoder.
             A relative path resolves against the pipeline's folder (``load_pipeline``),
             ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
-        :param quantization: Which exported ONNX weights run: ``"fp32"`` (not quantised, exact) or ``"int8"``
+        :param quantization: Which exported ONNX weights run: ``"auto"`` (default: the variant the export measured
+            fastest on its machine among those that passed the parity gate, ``serving.default`` in ``syntriever.json``;
+            fp32 for exports without that record), ``"fp32"`` (not quantised, exact) or ``"int8"``
             (dynamically quantised, ~2x faster on CPU). This is not sentence-transformers-haystack's ``precision``
             (the precision of the returned embedding), which these components do not change.
         :param file_name: ONNX file to run, relative to ``model``; overrides ``quantization``.

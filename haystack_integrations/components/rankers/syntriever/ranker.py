@@ -48,7 +48,7 @@ class SyntrieverRanker:
         self,
         *,
         model: str | Path,
-        quantization: Literal["fp32", "int8"] = "fp32",
+        quantization: Literal["auto", "fp32", "int8"] = "auto",
         file_name: str | None = None,
         providers: list[str] | None = None,
         num_threads: int | None = None,
@@ -70,7 +70,9 @@ class SyntrieverRanker:
         :param model: Directory written by ``syntriever export`` for a cross-encoder.
             A relative path resolves against the pipeline's folder (``load_pipeline``),
             ``$SYNTRIEVER_PIPELINE_DIR`` or the current directory, once, here.
-        :param quantization: Which exported ONNX weights run: ``"fp32"`` (not quantised, exact) or ``"int8"``
+        :param quantization: Which exported ONNX weights run: ``"auto"`` (default: the variant the export measured
+            fastest on its machine among those that passed the parity gate, ``serving.default`` in ``syntriever.json``;
+            fp32 for exports without that record), ``"fp32"`` (not quantised, exact) or ``"int8"``
             (dynamically quantised, faster on CPU).
         :param file_name: ONNX file to run, relative to ``model``; overrides ``quantization``.
         :param providers: ONNX Runtime execution providers in order of preference (default: CPU).
