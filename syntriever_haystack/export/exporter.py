@@ -8,7 +8,7 @@ Output layout (what sentence-transformers ``backend="onnx"``, text-embeddings-in
       tokenizer.json, tokenizer_config.json, special_tokens_map.json, vocab files
       modules.json, sentence_bert_config.json, 1_Pooling/config.json, [2_Normalize/]   (bi-encoder)
       onnx/model.onnx            fp32, transformer ops fused for CPU
-      onnx/model_int8.onnx       dynamic int8 quantisation
+      onnx/model_int8.onnx       dynamic int8 quantisation (weight MatMuls and the embedding table)
 
 The folder is built in a hidden sibling directory and renamed into place only after the parity check
 passed: a failed or interrupted export leaves nothing half-written behind.
@@ -306,7 +306,9 @@ def _build(
             "opset": opset,
             "inputs": input_names,
             "fused_operators": fused,
-            "int8": {"method": "dynamic", "weights": "QInt8", "per_channel": True} if int8 else None,
+            "int8": {"method": "dynamic", "weights": "QInt8", "per_channel": True, "ops": list(onnx_graph.INT8_OPS)}
+            if int8
+            else None,
             "versions": _versions(),
             "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },

@@ -100,11 +100,18 @@ def fuse_for_cpu(raw: Path, out: Path, source: SourceModel) -> dict[str, int]:
     return {}
 
 
-def quantize_int8(raw: Path, out: Path) -> None:
-    """Dynamic int8 quantisation of the weight MatMuls (per-channel signed weights, activations at run time).
+#: The operators whose weights the int8 variant stores in int8.
+INT8_OPS = ("MatMul", "Gather")
 
-    Measured on all-MiniLM-L6-v2 / SciFact test: nDCG@10 0.6490 vs 0.6451 fp32, 119 vs 51 docs/s.
-    Quantising the embedding Gather and the activation-only MatMuls as well was no faster and less exact.
+
+def quantize_int8(raw: Path, out: Path) -> None:
+    """Dynamic int8 quantisation of the weight MatMuls (per-channel signed weights, activations at run time) and of
+    the token-embedding table (``Gather``).
+
+    Measured on all-MiniLM-L6-v2 / SciFact test: nDCG@10 0.6490 vs 0.6451 fp32, 119 vs 51 docs/s (MatMuls only).
+    The int8 embedding table takes the file from 59 MB to 23 MB (the fp32 table alone is 30,522 x 384 x 4 bytes =
+    47 MB, in memory once per served model) at the same speed; mean cosine to fp32 over 300 SciFact abstracts
+    0.9933 vs 0.9937 with an fp32 table. Quantising the activation-only MatMuls as well was no faster, less exact.
 
     ``reduce_range`` (7-bit weights): on CPUs without VNNI (e.g. AVX2-only AMD EPYC) onnxruntime's u8 x s8
     ``MatMulInteger`` kernel saturates its 16-bit intermediate sums; with full-range weights a small
@@ -124,8 +131,8 @@ def quantize_int8(raw: Path, out: Path) -> None:
             weight_type=QuantType.QInt8,
             per_channel=True,
             reduce_range=True,
-            # Only weight matrices: activation x activation products (Q.K^T, attention.V) stay fp32.
-            op_types_to_quantize=["MatMul"],
+            # Only weights: activation x activation products (Q.K^T, attention.V) stay fp32.
+            op_types_to_quantize=list(INT8_OPS),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT, "MatMulConstBOnly": True},
         )
     finally:
