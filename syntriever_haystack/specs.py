@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal, cast, get_args
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.runtime.metadata import PRECISIONS, Precision
+from syntriever_haystack.runtime.metadata import PRECISIONS, QUANTIZATIONS, Precision
 
 __all__ = [
     "PRECISIONS",
@@ -122,8 +122,14 @@ class StageSpec:
 
     @property
     def precision(self) -> Precision:
-        """The ONNX precision a ``dense`` / ``rerank`` stage runs (``fp32`` unless ``?precision=`` says)."""
-        return parse_precision(self.options.get("precision", "fp32"), key=f"precision of {self}")
+        """The ONNX precision a ``dense`` / ``rerank`` stage runs (``fp32`` unless ``?precision=`` says);
+        ``?precision=auto`` is the variant the export measured fastest (what the components' default runs)."""
+        value = self.options.get("precision", "fp32")
+        if value == "auto":
+            from syntriever_haystack.runtime.metadata import ModelMetadata
+
+            value = ModelMetadata.load(self.target).resolve_quantization(value)
+        return parse_precision(value, key=f"precision of {self}")
 
     def int_option(self, key: str, default: int | None = None) -> int | None:
         """An integer parameter (``None`` when absent and no default)."""
@@ -206,8 +212,10 @@ def _check_params(kind: str, params: Iterable[tuple[str, str]], spec: str) -> No
             raise SystemSpecError(
                 f"unknown parameter {key!r} for {kind} in system {spec!r}; allowed: {', '.join(sorted(allowed))}"
             )
-        if key == "precision" and value not in PRECISIONS:
-            raise SystemSpecError(f"precision of {kind} in system {spec!r}: must be one of fp32, int8, got {value!r}")
+        if key == "precision" and value not in QUANTIZATIONS:
+            raise SystemSpecError(
+                f"precision of {kind} in system {spec!r}: must be one of auto, fp32, int8, got {value!r}"
+            )
         if kind == "bm25" and key in ("k1", "b"):
             import math
 

@@ -285,8 +285,17 @@ def test_errors_before_any_work(tiny_dataset: Path, exported_bi_encoder: Path) -
         evaluate_systems(dataset, ["bm25", "bm25"], progress=False)
     with pytest.raises(SyntrieverError, match="--baseline 'dense' is not one of the evaluated systems"):
         evaluate_systems(dataset, ["bm25"], baseline="dense", progress=False)
-    with pytest.raises(SyntrieverError, match="must be one of fp32, int8, got 'int4'"):
+    with pytest.raises(SyntrieverError, match="must be one of auto, fp32, int8, got 'int4'"):
         evaluate_systems(dataset, [f"dense:{exported_bi_encoder}?precision=int4"], progress=False)
+
+
+def test_precision_auto_evaluates_what_the_components_default_runs(exported_bi_encoder: Path) -> None:
+    """``?precision=auto`` resolves through the export's record, as ``quantization="auto"`` does."""
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+    from syntriever_haystack.specs import SystemSpec
+
+    stage = SystemSpec.parse(f"dense:{exported_bi_encoder}?precision=auto").first_stage
+    assert stage.precision == ModelMetadata.load(exported_bi_encoder).resolve_quantization("auto") == "fp32"
 
 
 def test_cli_evaluate_writes_stable_json(
