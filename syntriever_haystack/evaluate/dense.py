@@ -8,6 +8,7 @@ says, then L2-normalised for search when the model compares by cosine without no
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,24 @@ from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.runtime.onnx_model import load_onnx_model
 from syntriever_haystack.specs import StageSpec, SystemSpecError
 
-__all__ = ["onnx_vectors"]
+__all__ = ["onnx_corpus_key", "onnx_vectors"]
+
+
+def onnx_corpus_key(
+    fingerprint: str, metadata: ModelMetadata, precision: str, max_length: int | None, corpus_key: dict[str, Any]
+) -> dict[str, Any]:
+    """The embedding-cache key of a corpus embedded by an exported bi-encoder with the evaluation's text rule
+    (``document_prefix + text``, the model's normalisation, no meta fields, no suffix).
+
+    :param fingerprint: :func:`~.embedding_cache.onnx_model_fingerprint` of the ONNX file in use.
+    :param metadata: The model's metadata (its document prefix is part of the key).
+    :param precision: ``fp32`` or ``int8``.
+    :param max_length: The ``max_length`` option (``None``: the exported maximum).
+    :param corpus_key: :attr:`SplitTexts.corpus_key` of the corpus.
+    """
+    key = {"model": fingerprint, "precision": precision, "max_length": max_length, **corpus_key}
+    key["prefix"] = resolve_document_prefix(metadata)
+    return key
 
 
 def onnx_vectors(
@@ -49,8 +67,7 @@ def onnx_vectors(
         stage.target, precision=precision, file_name=file_name, max_length=max_length, expected_kind="bi-encoder"
     )
 
-    key = {"model": fingerprint, "precision": precision, "max_length": max_length, **texts.corpus_key}
-    key["prefix"] = resolve_document_prefix(model.metadata)
+    key = onnx_corpus_key(fingerprint, model.metadata, precision, max_length, texts.corpus_key)
     doc_vectors, cached = cache.get_or_compute(
         key,
         len(texts.doc_ids),

@@ -53,14 +53,18 @@ class EmbeddingCache:
     misses: int = 0
     _memory: dict[str, np.ndarray] = field(default_factory=dict)
 
-    def get_or_compute(
-        self, key_parts: dict[str, Any], rows: int, compute: Callable[[], np.ndarray]
-    ) -> tuple[np.ndarray, bool]:
-        """Return the cached array for ``key_parts`` or compute, store and return it; second value: cache hit."""
-        key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
+    @staticmethod
+    def key_of(key_parts: dict[str, Any]) -> str:
+        """The file stem of ``key_parts``: a hash of their sorted JSON."""
+        return hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    def lookup(self, key_parts: dict[str, Any], rows: int) -> np.ndarray | None:
+        """The cached array for ``key_parts`` if there is one with ``rows`` rows (counted as a hit), else ``None``
+        (nothing is counted or computed)."""
+        key = self.key_of(key_parts)
         if key in self._memory:
             self.hits += 1
-            return self._memory[key], True
+            return self._memory[key]
         if self.directory is not None:
             path = self.directory / f"{key}.npy"
             if path.is_file():
@@ -68,10 +72,20 @@ class EmbeddingCache:
                     array = np.load(path)
                 except (OSError, ValueError):
                     array = None
-                if array is not None and array.shape[0] == rows:
+                if array is not None and array.ndim == 2 and array.shape[0] == rows:
                     self.hits += 1
                     self._memory[key] = array
-                    return array, True
+                    return array
+        return None
+
+    def get_or_compute(
+        self, key_parts: dict[str, Any], rows: int, compute: Callable[[], np.ndarray]
+    ) -> tuple[np.ndarray, bool]:
+        """Return the cached array for ``key_parts`` or compute, store and return it; second value: cache hit."""
+        cached = self.lookup(key_parts, rows)
+        if cached is not None:
+            return cached, True
+        key = self.key_of(key_parts)
         self.misses += 1
         array = np.ascontiguousarray(compute(), dtype=np.float32)
         self._memory[key] = array

@@ -305,6 +305,52 @@ def embeds_like_evaluation(embedder: Any, model: Path, precision: str) -> bool:
     )
 
 
+def cached_corpus_embeddings(
+    ctx: FlowContext, embedder: Any, dataset: BeirDataset, texts: list[str]
+) -> np.ndarray | None:
+    """The corpus embeddings the gate or an evaluation already computed for what the index step is about to embed,
+    from the on-disk embedding cache (``evaluate.cache``), or ``None`` (then the index step embeds).
+
+    Found only under the evaluation's own cache key for the served model (a hash of its ONNX file in use,
+    tokenizer.json and syntriever.json), the served precision, the exported max_length, the document prefix and
+    the corpus (fingerprint of ids, titles and texts; ``include_title``), and only when the indexing pipeline's
+    embedder applies the evaluation's text rule (:func:`embeds_like_evaluation`) to exactly the evaluation's texts.
+    Another model, precision or setting is another key, so it never reuses wrong vectors. With int8 weights ONNX
+    Runtime quantises activations per batch, so a vector depends slightly on the texts batched with it: the cached
+    vectors come from corpus-wide length-sorted batches (the evaluation's), the pipeline's own from 256-document
+    slices (cosine >= 0.99 between the two on SciFact); reusing them, the store holds exactly what the gate and the
+    evaluation scored.
+
+    :param embedder: The indexing pipeline's ``SyntrieverDocumentEmbedder``.
+    :param dataset: The dataset whose corpus is indexed.
+    :param texts: The content of the documents about to be indexed, in corpus order.
+    """
+    if not ctx.recipe.evaluate.cache:
+        return None
+    from syntriever_haystack.evaluate.dense import onnx_corpus_key
+    from syntriever_haystack.evaluate.systems import default_cache_dir
+    from syntriever_haystack.evaluate.texts import SplitTexts
+    from syntriever_haystack.runtime.metadata import ModelMetadata
+
+    model, precision = ctx.served_retriever()
+    if not embeds_like_evaluation(embedder, model, precision):
+        return None
+    split = SplitTexts.from_dataset(dataset, include_title=ctx.recipe.dataset.include_title)
+    if split.doc_texts != texts:  # the documents are not the evaluation's texts (another text rule)
+        return None
+    fingerprint = onnx_fingerprint(model, precision)
+    if fingerprint is None:
+        return None
+    metadata = ModelMetadata.load(model)
+    key = onnx_corpus_key(fingerprint, metadata, precision, None, split.corpus_key)
+    array = EmbeddingCache(default_cache_dir() / "embeddings").lookup(key, len(texts))
+    if array is None or array.shape[1] != int(metadata.embedding_dim or array.shape[1]):
+        return None
+    if not np.isfinite(array).all():
+        return None
+    return array
+
+
 def _aliased(report: EvaluationReport, aliases: Mapping[str, str]) -> EvaluationReport:
     """A copy of ``report`` whose systems carry the recipe's names (readable tables, charts, file names)."""
     systems = [dataclasses.replace(s, spec=aliases.get(s.spec, s.spec)) for s in report.systems]

@@ -69,7 +69,7 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     import numpy as np
     from haystack import Document
 
-    from syntriever_haystack.flow.evaluation import embeds_like_evaluation, onnx_fingerprint
+    from syntriever_haystack.flow.evaluation import cached_corpus_embeddings, embeds_like_evaluation, onnx_fingerprint
     from syntriever_haystack.flow.serving import clear_store, store_of
     from syntriever_haystack.serve.indexing import index_documents
     from syntriever_haystack.serve.pipelines import load_pipeline
@@ -83,15 +83,25 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         Document(id=d, content=ctx.passage_text(p), meta={"title": p.title}) for d, p in dataset.corpus.items()
     ]
     clear_store(store)
-    embedder = "embedder" if "embedder" in dict(pipeline.walk()) else None
+    components = dict(pipeline.walk())
+    embedder = "embedder" if "embedder" in components else None
     if embedder:  # one progress bar for the whole corpus (index_documents'), not one per batch
         setattr(pipeline.get_component(embedder), "progress_bar", False)  # noqa: B010 - a Component protocol
-    indexed = index_documents(pipeline, documents, progress=ctx.progress, keep_embedded=embedder is not None)
+    # the gate / an evaluation embedded this corpus with the served model and the same text rule: write those vectors
+    # (through the pipeline's writer) instead of embedding the corpus again
+    cached = None
+    if embedder and "splitter" not in components and "writer" in components:
+        texts = [str(d.content) for d in documents]
+        cached = cached_corpus_embeddings(ctx, pipeline.get_component(embedder), dataset, texts)
+    indexed = index_documents(
+        pipeline, documents, progress=ctx.progress, keep_embedded=embedder is not None, embeddings=cached
+    )
     result: dict[str, Any] = {
         "documents": store.count_documents(),
         "corpus": "evaluation" if sampled else "full",
         "corpus_documents": len(dataset.corpus),
         "store": ctx.recipe.serve.store,
+        "reused_cached_embeddings": indexed.reused,
     }
     embedded = indexed.embedded
     served, precision = ctx.served_retriever()
@@ -115,7 +125,10 @@ def run_index(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         result["saved_store"] = ctx.relative(save_memory_store(store, layout.document_store, record))
         result["bm25_index"] = ctx.relative(bm25_index_dir(layout.document_store))  # saved with the store
     write_json(layout.index_dir / "index.json", result)
-    ctx.echo(f"        indexed {result['documents']:,} documents ({result['corpus']} corpus) into {result['store']}")
+    reused = " with the embeddings cached by the gate / evaluation" if indexed.reused else ""
+    ctx.echo(
+        f"        indexed {result['documents']:,} documents ({result['corpus']} corpus) into {result['store']}{reused}"
+    )
     return result
 
 
