@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -155,6 +156,12 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         return len(storage) == len(documents) and all(
             stored is doc for stored, doc in zip(storage.values(), documents, strict=True)
         )
+
+    def _tokenize_bm25(self, text: str) -> list[str]:
+        """Haystack's BM25 tokens of ``text``, interned: the per-document token counts that ``write_documents`` keeps
+        for Haystack's own BM25 then share one string per distinct token (SciFact's 5,183 abstracts: 20 MB instead
+        of 55 MB in a serving process that never reads them; ``SyntrieverBM25Retriever`` has its own index)."""
+        return [sys.intern(token) for token in super()._tokenize_bm25(text)]
 
     @property
     def file_path(self) -> Path:

@@ -62,7 +62,7 @@ class SyntrieverRanker:
         embedding_separator: str = "\n",
         scale_score: bool = True,
         score_threshold: float | None = None,
-        batch_size: int = 16,
+        batch_size: int = 4,
     ) -> None:
         """
         Create a SyntrieverRanker. Nothing is loaded until :meth:`warm_up` (or the first :meth:`run`).
@@ -87,7 +87,9 @@ class SyntrieverRanker:
         :param embedding_separator: Separator between the meta values and the content.
         :param scale_score: Return ``sigmoid(logit)`` in [0, 1] instead of the raw logit.
         :param score_threshold: Drop Documents scoring below this (on the returned, possibly scaled, score).
-        :param batch_size: Pairs per ONNX Runtime call.
+        :param batch_size: Pairs per ONNX Runtime call. The memory of a call grows with batch x length^2 (attention):
+            4 pairs at 256 tokens keep a serving process's peak about 100 MB below 16 pairs at the same speed
+            (``benchmarks/serving_memory.py``); larger batches only pay off with short inputs.
         :raises ValueError: If ``top_k`` or ``batch_size`` is not an integer >= 1, or ``num_threads`` /
             ``max_length`` is neither ``None`` nor an integer >= 1 (``max_length`` above the exported maximum fails in
             ``warm_up``).
