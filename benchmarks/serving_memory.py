@@ -334,6 +334,34 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def measure(*, dataset: Path, work: Path, queries: int = 1000, warmup: int = 10, rerank: int = 100) -> dict[str, Any]:
+    """The default configuration's serving process (for ``serving_benchmark.py``): peak RSS, import time,
+    rerank-100 and query latency over ``queries`` queries after ``warmup``."""
+    bi, ce, ce_precision, _ = prepare_models(work)
+    store_file = prepare_store(work, bi, dataset, "int8")
+    queries_file = work / "serving-memory-queries.json"
+    if not queries_file.exists():
+        from syntriever_haystack.data import load_beir
+
+        texts: list[str] = []
+        for split in ("test", "train"):
+            beir = load_beir(dataset, split)
+            texts += [beir.queries[q] for q in sorted(beir.qrels)]
+        queries_file.write_text(json.dumps(texts), encoding="utf-8")
+    config = {
+        "bi": str(bi),
+        "ce": str(ce),
+        "store": str(store_file),
+        "queries": str(queries_file),
+        "n": queries,
+        "warmup": warmup,
+        "rerank": rerank,
+        "precision": "int8",
+        "ce_precision": ce_precision,
+    }
+    return {"queries": queries, "ce_precision": ce_precision, **run_child(config)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "datasets" / "scifact"))
