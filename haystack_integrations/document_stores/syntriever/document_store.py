@@ -157,6 +157,47 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
             stored is doc for stored, doc in zip(storage.values(), documents, strict=True)
         )
 
+    def _compute_query_embedding_similarity_scores(
+        self, embedding: list[float], documents: list[Document], scale_score: bool = False
+    ) -> list[float]:
+        """Haystack's similarity scores of ``documents`` to ``embedding``, from one float32 matrix of the documents'
+        vectors built once and reused while the same Document objects are searched, instead of a float64 matrix
+        built from the vectors' Python lists on every query (SciFact: 16 MB allocated per query, most of the dense
+        retriever's time). Scores agree with Haystack's to float32 precision; scaling is Haystack's."""
+        import numpy as np
+
+        cached: tuple[list[Document], Any] | None = self.__dict__.get("_dense_matrix")
+        if (
+            cached is None
+            or len(cached[0]) != len(documents)
+            or any(a is not b for a, b in zip(cached[0], documents, strict=True))
+        ):
+            try:
+                matrix = np.asarray([doc.embedding for doc in documents], dtype=np.float32)
+            except ValueError:  # ragged vectors: Haystack's own error
+                return super()._compute_query_embedding_similarity_scores(embedding, documents, scale_score)
+            if matrix.ndim != 2:
+                return super()._compute_query_embedding_similarity_scores(embedding, documents, scale_score)
+            if self.embedding_similarity_function == "cosine":
+                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+                matrix /= np.where(norms == 0.0, 1.0, norms)
+            cached = (list(documents), matrix)  # holds the Documents: their ids stay theirs while cached
+            self.__dict__["_dense_matrix"] = cached
+        matrix = cached[1]
+        query = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        if query.shape[0] != matrix.shape[1]:
+            return super()._compute_query_embedding_similarity_scores(embedding, documents, scale_score)
+        if self.embedding_similarity_function == "cosine":
+            norm = float(np.linalg.norm(query))
+            query = query / (norm if norm else 1.0)
+        scores = (matrix @ query).astype(np.float64)
+        if scale_score:
+            if self.embedding_similarity_function == "dot_product":
+                scores = 1.0 / (1.0 + np.exp(-scores / 100.0))  # Haystack's expit(x / DOT_PRODUCT_SCALING_FACTOR)
+            else:
+                scores = (scores + 1.0) / 2.0
+        return [float(x) for x in scores]
+
     def _tokenize_bm25(self, text: str) -> list[str]:
         """Haystack's BM25 tokens of ``text``, interned: the per-document token counts that ``write_documents`` keeps
         for Haystack's own BM25 then share one string per distinct token (SciFact's 5,183 abstracts: 20 MB instead
