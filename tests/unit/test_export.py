@@ -379,3 +379,13 @@ def test_auto_shares_the_session_of_the_precision_it_resolves_to(exported_bi_enc
 
     # the fixture is exported without a speed record, so "auto" is fp32
     assert load_onnx_model(exported_bi_encoder, precision="auto") is load_onnx_model(exported_bi_encoder)
+
+
+def test_default_variant_is_the_fastest_unless_fp32_is_within_five_percent() -> None:
+    from syntriever_haystack.export.variants import choose_default
+
+    assert choose_default({"fp32": 20.0, "int8": 31.0}) == "int8"
+    assert choose_default({"fp32": 20.0, "int8": 20.9}) == "fp32"  # < 5 % faster: the exact variant
+    assert choose_default({"fp32": 20.0, "int8": 12.0}) == "fp32"
+    assert choose_default({"fp32": 20.0}) == "fp32"
+    assert choose_default({"int8": 5.0}) == "int8"
