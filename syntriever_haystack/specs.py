@@ -91,7 +91,7 @@ _ALLOWED_PARAMS = {
     "bm25": {"k1", "b", "method", "stemmer", "stopwords", "backend"},
     "dense": {"precision", "max_length", "batch_size", "file_name"},
     "st": {"batch_size", "max_length"},
-    "hybrid": {"k", "candidates"},  # plus the dense stage's own parameters
+    "hybrid": {"k", "candidates", "fusion"},  # plus the dense stage's own parameters
     "pipeline": {"top_k"},
     "rerank": {"top_k", "precision", "max_length", "batch_size", "file_name"},
 }
@@ -103,6 +103,10 @@ _SPEC_HELP = (
 # The reciprocal-rank-fusion constant of Haystack's DocumentJoiner (61 over 0-based ranks = 60 over 1-based ones):
 # the evaluation fuses with that component, so a hybrid's ``k`` can only be this.
 RRF_K = 60
+# How a hybrid fuses BM25 and dense: ``dbsf`` (distribution-based score fusion, what the served pipelines run by
+# default: syntriever_haystack.runtime.fusion) or ``rrf`` (Haystack's DocumentJoiner, reciprocal rank fusion).
+FUSIONS = ("dbsf", "rrf")
+DEFAULT_FUSION = "dbsf"
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,16 @@ def _parse_first_stage(text: str, spec: str) -> StageSpec:
         passed = tuple(p for p in params if p[0] not in _ALLOWED_PARAMS["hybrid"])
         _check_params(inner_kind, passed, spec)
         k = dict(own).get("k")
+        # k is reciprocal rank fusion's constant: a hybrid that names it (older SPECs) is fused by RRF
+        fusion = dict(own).get("fusion", "rrf" if k is not None else DEFAULT_FUSION)
+        if fusion not in FUSIONS:
+            raise SystemSpecError(f"fusion={fusion} in system {spec!r}: use one of {', '.join(FUSIONS)}")
+        if k is not None and fusion != "rrf":
+            raise SystemSpecError(
+                f"k={k} in system {spec!r}: k is reciprocal rank fusion's constant; use fusion=rrf or drop k"
+            )
+        if k is not None and "fusion" not in dict(own):
+            own = (*own, ("fusion", "rrf"))
         if k is not None and k != str(RRF_K):
             raise SystemSpecError(
                 f"k={k} in system {spec!r}: a hybrid is fused by Haystack's DocumentJoiner (the served pipelines' "

@@ -11,7 +11,7 @@ import numpy as np
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
 from syntriever_haystack.specs import RRF_K, SystemSpecError
 
-__all__ = ["dense_run", "ranked_scores", "reciprocal_rank_fusion", "top_k_search", "truncate_run"]
+__all__ = ["dense_run", "ranked_scores", "reciprocal_rank_fusion", "score_fusion", "top_k_search", "truncate_run"]
 
 
 def top_k_search(
@@ -101,6 +101,24 @@ def reciprocal_rank_fusion(runs: list[Run], *, k: int = RRF_K, depth: int = 100)
         lists = [[Document(id=d, score=s) for d, s in rank_documents(run.get(query_id, {}))] for run in runs]
         documents = joiner.run(documents=lists)["documents"]
         fused[query_id] = ranked_scores((document.id, document.score) for document in documents)
+    return fused
+
+
+def score_fusion(runs: list[Run], *, depth: int = 100) -> Run:
+    """Fuse runs exactly as the served pipelines do by default: by the code ``SyntrieverScoreFusionJoiner`` runs
+    (:func:`~syntriever_haystack.runtime.fusion.fuse_scores`, distribution-based score fusion: each list's scores
+    normalised by their mean and standard deviation, then summed), fed each run's ranking (best first, ties by
+    document id) in ``runs`` order.
+
+    :param runs: The runs to fuse (a query missing from a run is an empty list for it).
+    :param depth: Documents kept per query (the joiner's ``top_k``).
+    """
+    from syntriever_haystack.runtime.fusion import fuse_scores
+
+    fused: Run = {}
+    for query_id in dict.fromkeys(q for run in runs for q in run):
+        lists = [rank_documents(run.get(query_id, {})) for run in runs]
+        fused[query_id] = ranked_scores(fuse_scores(lists)[:depth])
     return fused
 
 

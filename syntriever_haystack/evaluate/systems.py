@@ -5,14 +5,16 @@ SPEC grammar (parameters after ``?`` are optional, ``&``-separated; parsed by :m
     bm25[?k1=1.2&b=0.75&stemmer=english|none&backend=bm25s|haystack]
     dense:EXPORTED_DIR[?precision=fp32|int8&max_length=N&batch_size=N]   # our ONNX embedders
     st:MODEL_NAME_OR_DIR[?batch_size=N&max_length=N]                      # sentence-transformers (torch)
-    hybrid:EXPORTED_DIR[?candidates=N&...] | hybrid:st:MODEL[...]        # BM25 + dense, Haystack's DocumentJoiner RRF
+    hybrid:EXPORTED_DIR[?candidates=N&fusion=dbsf|rrf&...] | hybrid:st:MODEL[...]  # BM25 + dense, fused
     pipeline:QUERY_PIPELINE_YAML[?top_k=N]                                # a saved Haystack query pipeline
     FIRST_STAGE+rerank:EXPORTED_RANKER_DIR[?top_k=100&precision=..&max_length=N&batch_size=N]
 
 :class:`SystemRunner` orchestrates the stages, each in its own module: :mod:`.bm25`, :mod:`.dense` (ONNX,
 torch-free), :mod:`.st_dense` (sentence-transformers), :mod:`.pipeline` (a saved pipeline, run by the caller's
-:class:`~.pipeline.PipelineRunner`) and :mod:`.rerank`. A hybrid is fused by Haystack's ``DocumentJoiner``, the
-component the served query pipelines fuse with (:func:`.search.reciprocal_rank_fusion`). ONNX models are run through the
+:class:`~.pipeline.PipelineRunner`) and :mod:`.rerank`. A hybrid is fused as the served query pipelines fuse: by
+distribution-based score fusion (``fusion=dbsf``, the default: :func:`.search.score_fusion`, the code of
+``SyntrieverScoreFusionJoiner``) or by Haystack's ``DocumentJoiner`` (``fusion=rrf``:
+:func:`.search.reciprocal_rank_fusion`). ONNX models are run through the
 runtime's shared encoding rules (:mod:`syntriever_haystack.runtime.encode`), the code the serving components
 run. Corpus embeddings are cached on disk per (model, corpus) (:mod:`.embedding_cache`), and within one process
 every first stage is computed once however many systems share it, and every reranked pair is scored once.
@@ -35,10 +37,16 @@ from syntriever_haystack.evaluate.embedding_cache import _hash_files as _hash_fi
 from syntriever_haystack.evaluate.metrics import Run
 from syntriever_haystack.evaluate.pipeline import PipelineRunner, pipeline_run
 from syntriever_haystack.evaluate.rerank import Reranker
-from syntriever_haystack.evaluate.search import dense_run, reciprocal_rank_fusion, top_k_search, truncate_run
+from syntriever_haystack.evaluate.search import (
+    dense_run,
+    reciprocal_rank_fusion,
+    score_fusion,
+    top_k_search,
+    truncate_run,
+)
 from syntriever_haystack.evaluate.st_dense import st_vectors
 from syntriever_haystack.evaluate.texts import SplitTexts, int_option
-from syntriever_haystack.specs import RRF_K, StageSpec, SystemSpec, SystemSpecError, parse_system
+from syntriever_haystack.specs import DEFAULT_FUSION, RRF_K, StageSpec, SystemSpec, SystemSpecError, parse_system
 
 __all__ = [
     "EmbeddingCache",
@@ -138,8 +146,12 @@ class SystemRunner:
             dense, dense_timings = self._shared_first_stage(stage.inner, candidates)
             started = time.perf_counter()
             runs = [truncate_run(bm25, candidates), truncate_run(dense, candidates)]
-            fused = reciprocal_rank_fusion(runs, k=int_option(stage, "k", RRF_K), depth=depth)
-            return fused, [*bm25_timings, *dense_timings, StageTiming("rrf", time.perf_counter() - started)]
+            fusion = stage.options.get("fusion", DEFAULT_FUSION)
+            if fusion == "rrf":
+                fused = reciprocal_rank_fusion(runs, k=int_option(stage, "k", RRF_K), depth=depth)
+            else:
+                fused = score_fusion(runs, depth=depth)
+            return fused, [*bm25_timings, *dense_timings, StageTiming(fusion, time.perf_counter() - started)]
         if stage.kind == "pipeline":
             run = pipeline_run(stage, self.texts, self.pipeline_runner, depth, show_progress=self.progress)
             return run, [StageTiming(f"pipeline {stage.target}", time.perf_counter() - started)]

@@ -45,6 +45,7 @@ class Models:
     query_pipeline: Path | None = None  # the saved pipelines ``hybrid`` / ``hybrid+rerank`` run (None: the library's)
     query_rerank_pipeline: Path | None = None
     pipeline_top_k: int = 100  # documents asked of a saved pipeline (its order unchanged: the evaluation depth)
+    fusion: str = "dbsf"  # the hybrids' fusion (serve.fusion), as the saved pipelines fuse
 
 
 def system_spec(name: str, models: Models) -> str:
@@ -63,11 +64,13 @@ def system_spec(name: str, models: Models) -> str:
     elif first == "zero-shot":
         spec = f"dense:{models.base}?precision={models.base_precision}"
     elif first == "hybrid-zero-shot":
-        spec = f"hybrid:{models.base}?precision={models.base_precision}"
+        spec = f"hybrid:{models.base}?precision={models.base_precision}&fusion={models.fusion}"
     else:
         if models.retriever is None:
             raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
         spec = f"{'dense' if first == 'trained' else 'hybrid'}:{models.retriever}?precision={models.precision}"
+        if first == "hybrid":
+            spec += f"&fusion={models.fusion}"
     if first == "hybrid":
         pipeline = models.query_rerank_pipeline if plus else models.query_pipeline
         if pipeline is not None:
@@ -386,6 +389,7 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
             layout.query_rerank_yaml.resolve() if pipelines and layout.query_rerank_yaml.is_file() else None
         ),
         pipeline_top_k=default_depth(section.metrics),
+        fusion=recipe.serve.fusion,
     )
     names = list(section.systems)
     notes: list[str] = []

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from syntriever_haystack.flow.context import FlowContext, FlowError
 from syntriever_haystack.flow.recipe import ServeSection
 from syntriever_haystack.specs import Precision
+
+if TYPE_CHECKING:
+    from syntriever_haystack.serve.pipelines import Fusion
 
 
 def document_store(
@@ -55,11 +58,13 @@ def build_pipelines(
     top_k: int,
     rerank_depth: int,
     query_store: Any = None,
+    fusion: Fusion = "dbsf",
 ) -> dict[str, Any]:
     """``indexing`` (whole documents, no splitting: what the evaluation scores), ``query`` (hybrid: BM25 + dense,
-    reciprocal rank fusion) and, with a ranker, ``query-rerank`` (the fused top ``rerank_depth`` reranked).
+    fused by ``fusion``) and, with a ranker, ``query-rerank`` (the fused top ``rerank_depth`` reranked).
 
     :param query_store: The query pipelines' store (default: ``store``, the indexing pipeline's).
+    :param fusion: ``dbsf`` or ``rrf`` (``serve.fusion``).
     """
     from syntriever_haystack.serve.pipelines import indexing_pipeline, query_pipeline
 
@@ -71,7 +76,7 @@ def build_pipelines(
             quantization=precision,
             progress_bar=True,
         ),
-        "query": query_pipeline(query_store or store, embedder, quantization=precision, top_k=top_k),
+        "query": query_pipeline(query_store or store, embedder, quantization=precision, top_k=top_k, fusion=fusion),
     }
     if ranker is not None:
         built["query-rerank"] = query_pipeline(
@@ -82,6 +87,7 @@ def build_pipelines(
             ranker_quantization=ranker_precision,
             top_k=top_k,
             candidates=rerank_depth,
+            fusion=fusion,
         )
     return built
 

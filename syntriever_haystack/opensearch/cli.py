@@ -233,7 +233,8 @@ def _cmd_index(args: argparse.Namespace) -> int:
             yaml_store = file_document_store(metadata, saved, index=query_store.index, load=False)
         save_pipeline(build(indexing_store), out / "indexing.yaml")
         save_pipeline(
-            query_pipeline(yaml_store, args.model, args.ranker, quantization=args.quantization), out / "query.yaml"
+            query_pipeline(yaml_store, args.model, args.ranker, quantization=args.quantization, fusion=args.fusion),
+            out / "query.yaml",
         )
         summary["pipelines"] = [str(out / "indexing.yaml"), str(out / "query.yaml")]
     if args.json:
@@ -326,6 +327,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "top_k_dense": args.top_k_dense,
         "candidates": args.candidates,
         "quantization": args.quantization,
+        "fusion": args.fusion,
     }
     if kind == "memory":
         from syntriever_haystack.serve.memory_store import check_memory_store, load_memory_store
@@ -454,13 +456,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     index.add_argument(
         "--ranker", metavar="EXPORTED_DIR", help="cross-encoder to include in the query.yaml of --pipelines-out"
     )
+    _add_fusion(index, "of the query.yaml of --pipelines-out")
     index.add_argument("--json", action="store_true", help="print the summary as JSON")
     index.add_argument("--quiet", action="store_true", help="no progress bars")
     index.set_defaults(func=_cmd_index)
 
     search = sub.add_parser(
         "search",
-        help="hybrid search (BM25 + dense, reciprocal rank fusion), optionally reranked",
+        help="hybrid search (BM25 + dense, score fusion), optionally reranked",
         description="Run the query pipeline on a store built by `syntriever index` and print ranked results, or "
         "a `syntriever run` folder's saved query pipeline (--run).",
     )
@@ -480,6 +483,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     search.add_argument("--top-k", type=int, default=5, help="results to print (default 5)")
     search.add_argument("--top-k-bm25", type=int, default=50, help="BM25 candidates (default 50)")
     search.add_argument("--top-k-dense", type=int, default=50, help="dense candidates (default 50)")
+    _add_fusion(search, "of BM25 and dense")
     search.add_argument(
         "--candidates", type=int_at_least(1), default=50, help="best fused candidates given to the ranker (default 50)"
     )
@@ -495,3 +499,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 __all__ = ["register"]
+
+
+def _add_fusion(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--fusion",
+        choices=["dbsf", "rrf"],
+        default="dbsf",
+        help=f"fusion {what}: dbsf (distribution-based score fusion, default) or rrf (reciprocal rank fusion)",
+    )

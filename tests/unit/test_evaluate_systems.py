@@ -22,6 +22,7 @@ from syntriever_haystack.evaluate import (
     top_k_search,
     write_outputs,
 )
+from syntriever_haystack.evaluate.search import score_fusion, truncate_run
 from syntriever_haystack.evaluate.systems import SystemSpecError, check_system
 from tests.conftest import PYTHON, ROOT
 from tests.unit.test_beir_loader import write_beir
@@ -82,7 +83,8 @@ def test_parse_system_specs() -> None:
         "dense:models/x?precision=int8+rerank:models/ce?top_k=50",
     ]
     hybrid = parse_system("hybrid:models/x?k=60&precision=int8")
-    assert hybrid.first_stage.options == {"k": "60"}
+    assert hybrid.first_stage.options == {"k": "60", "fusion": "rrf"}  # k names RRF
+    assert "fusion" not in parse_system("hybrid:models/x").first_stage.options  # the default: dbsf
     assert hybrid.first_stage.inner is not None
     assert hybrid.first_stage.inner.options == {"precision": "int8"}
     st_hybrid = parse_system("hybrid:st:all-MiniLM-L6-v2")
@@ -105,7 +107,9 @@ def test_parse_system_specs() -> None:
         ("dense:x?precision", "bad parameter 'precision'"),
         ("bm25+rerank:", "needs an exported ranker folder"),
         ("bm25+rerank:ce?temperature=2", "unknown parameter 'temperature' for rerank"),
-        ("hybrid:x?k=10", "DocumentJoiner .* fixed at k=60"),
+        ("hybrid:x?k=10&fusion=rrf", "DocumentJoiner .* fixed at k=60"),
+        ("hybrid:x?k=60&fusion=dbsf", "k is reciprocal rank fusion's constant; use fusion=rrf"),
+        ("hybrid:x?fusion=max", "fusion=max .* use one of dbsf, rrf"),
         ("pipeline:", "cannot parse system"),
         ("pipeline:?top_k=3", "needs the query pipeline's YAML"),
         ("pipeline:q.yaml?top_k=0", "must be a positive integer"),
@@ -378,6 +382,22 @@ def test_hybrid_fuses_only_the_requested_candidates(tiny_dataset: Path, exported
     runner = SystemRunner(load_beir(tiny_dataset), progress=False)
     run, _ = runner.run(parse_system(f"hybrid:{exported_bi_encoder}?candidates=2"))
     assert all(len(docs) <= 4 for docs in run.values())  # at most 2 from each side
+
+
+def test_hybrid_fusion_is_the_served_joiners(tiny_dataset: Path, exported_bi_encoder: Path) -> None:
+    """``hybrid:`` fuses by score fusion unless ``fusion=rrf``; each equals its fusion of the two first stages."""
+    from syntriever_haystack.evaluate import SystemRunner
+
+    runner = SystemRunner(load_beir(tiny_dataset), progress=False)
+    bm25, _ = runner.run(parse_system("bm25"))
+    dense, _ = runner.run(parse_system(f"dense:{exported_bi_encoder}"))
+    default, timings = runner.run(parse_system(f"hybrid:{exported_bi_encoder}"))
+    rrf, _ = runner.run(parse_system(f"hybrid:{exported_bi_encoder}?fusion=rrf"))
+    runs = [truncate_run(bm25, 100), truncate_run(dense, 100)]
+    assert default == score_fusion(runs, depth=runner.depth)
+    assert rrf == reciprocal_rank_fusion(runs, depth=runner.depth)
+    assert default != rrf
+    assert timings[-1].stage == "dbsf"
 
 
 def test_depth_below_a_cutoff_is_refused(tiny_dataset: Path) -> None:

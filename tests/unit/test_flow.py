@@ -605,8 +605,11 @@ def test_system_aliases_become_specs() -> None:
     assert system_spec("zero-shot", models) == "dense:/m/base?precision=int8"
     assert system_spec("trained", models) == "dense:/m/ret?precision=fp32"
     assert system_spec("hybrid+rerank", models) == (
-        "hybrid:/m/ret?precision=fp32+rerank:/m/rr?top_k=20&precision=int8&max_length=192"
+        "hybrid:/m/ret?precision=fp32&fusion=dbsf+rerank:/m/rr?top_k=20&precision=int8&max_length=192"
     )
+    assert system_spec("hybrid-zero-shot", models) == "hybrid:/m/base?precision=int8&fusion=dbsf"
+    rrf = dataclasses.replace(models, fusion="rrf")  # serve.fusion: rrf
+    assert system_spec("hybrid-zero-shot", rrf) == "hybrid:/m/base?precision=int8&fusion=rrf"
     assert system_spec("dense:/x?precision=int8", models) == "dense:/x?precision=int8"
     assert system_spec("bm25+rerank:/x", models) == "bm25+rerank:/x"
     served = dataclasses.replace(models, query_pipeline=Path("/r/query.yaml"), query_rerank_pipeline=Path("/r/qr.yaml"))

@@ -19,6 +19,7 @@ from haystack_integrations.components.retrievers.opensearch import (
 )
 from haystack_integrations.document_stores.opensearch import OpenSearchDocumentStore
 
+from haystack_integrations.components.joiners.syntriever import SyntrieverScoreFusionJoiner
 from haystack_integrations.components.retrievers.syntriever import SyntrieverBM25Retriever
 from syntriever_haystack.errors import ExportedModelError, SyntrieverError
 from syntriever_haystack.opensearch.connection import OpenSearchConnection
@@ -88,14 +89,19 @@ def test_hybrid_query_finds_the_obvious_document(exported_bi_encoder: Path) -> N
     components = dict(pipeline.walk())
     assert isinstance(components["bm25_retriever"], SyntrieverBM25Retriever)  # the evaluation's bm25
     assert isinstance(components["embedding_retriever"], InMemoryEmbeddingRetriever)
-    joiner = components["joiner"]
+    assert isinstance(components["joiner"], SyntrieverScoreFusionJoiner)  # the default: score fusion
+    assert "ranker" not in components
+    rrf = query_pipeline(store, exported_bi_encoder, top_k=3, fusion="rrf")
+    joiner = dict(rrf.walk())["joiner"]
     assert isinstance(joiner, DocumentJoiner)
     assert joiner.join_mode == JoinMode.RECIPROCAL_RANK_FUSION
-    assert "ranker" not in components
-    for query, expected in (("iron deficiency anaemia", "iron"), ("capital city of france", "paris")):
-        results = run_query(pipeline, query)
-        assert len(results) == 3
-        assert results[0].meta["source_id"] == expected, [d.content for d in results]
+    for served in (pipeline, rrf):
+        for query, expected in (("iron deficiency anaemia", "iron"), ("capital city of france", "paris")):
+            results = run_query(served, query)
+            assert len(results) == 3
+            assert results[0].meta["source_id"] == expected, [d.content for d in results]
+    with pytest.raises(SyntrieverError, match="fusion 'max' is not one of dbsf, rrf"):
+        query_pipeline(store, exported_bi_encoder, fusion="max")  # type: ignore[arg-type]
 
 
 def test_reranked_query(exported_bi_encoder: Path, exported_cross_encoder: Path) -> None:
@@ -122,7 +128,7 @@ def test_yaml_round_trip_gives_the_same_results(
 
     query = query_pipeline(store, exported_bi_encoder, exported_cross_encoder, top_k=3)
     yaml_text = save_pipeline(query, tmp_path / "query.yaml").read_text()
-    assert "reciprocal_rank_fusion" in yaml_text
+    assert "SyntrieverScoreFusionJoiner" in yaml_text
     assert "SyntrieverRanker" in yaml_text
     loaded_query = load_pipeline(tmp_path / "query.yaml")
     for text in ("aspirin heart attack", "brain tumour"):

@@ -105,7 +105,7 @@ def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     served_name = "trained" if retriever["ships"] else "zero-shot"
     served_reranker = False
     if reranker_enabled(ctx.recipe):
-        hybrid = "hybrid:" + served_dense.split(":", 1)[1]
+        hybrid = "hybrid:" + served_dense.split(":", 1)[1] + f"&fusion={ctx.recipe.serve.fusion}"
         depth = ctx.recipe.evaluate.rerank_depth
         reranked = (
             f"{hybrid}+rerank:{layout.reranker_onnx}?top_k={depth}&precision={ctx.precision('export-reranker')}"

@@ -35,6 +35,7 @@ def run_pipelines(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         ranker_precision=ctx.precision("export-reranker"),
         top_k=ctx.recipe.serve.top_k,
         rerank_depth=ctx.recipe.evaluate.rerank_depth,
+        fusion=ctx.recipe.serve.fusion,
     )
     paths = {"indexing": layout.indexing_yaml, "query": layout.query_yaml, "query-rerank": layout.query_rerank_yaml}
     result: dict[str, Any] = {
