@@ -23,6 +23,7 @@ import numpy as np
 
 from syntriever_haystack.evaluate.systems import EmbeddingCache
 from syntriever_haystack.flow.context import FlowContext, FlowError
+from syntriever_haystack.flow.recipe import HYBRID_CANDIDATES
 from syntriever_haystack.specs import Precision
 
 if TYPE_CHECKING:
@@ -65,12 +66,13 @@ def system_spec(name: str, models: Models) -> str:
         spec = f"dense:{models.base}?precision={models.base_precision}"
     elif first == "hybrid-zero-shot":
         spec = f"hybrid:{models.base}?precision={models.base_precision}&fusion={models.fusion}"
+        spec += f"&candidates={HYBRID_CANDIDATES}"
     else:
         if models.retriever is None:
             raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
         spec = f"{'dense' if first == 'trained' else 'hybrid'}:{models.retriever}?precision={models.precision}"
         if first == "hybrid":
-            spec += f"&fusion={models.fusion}"
+            spec += f"&fusion={models.fusion}&candidates={HYBRID_CANDIDATES}"
     if first == "hybrid":
         pipeline = models.query_rerank_pipeline if plus else models.query_pipeline
         if pipeline is not None:

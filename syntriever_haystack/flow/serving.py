@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from syntriever_haystack.flow.context import FlowContext, FlowError
-from syntriever_haystack.flow.recipe import ServeSection
+from syntriever_haystack.flow.recipe import HYBRID_CANDIDATES, ServeSection
 from syntriever_haystack.specs import Precision
 
 if TYPE_CHECKING:
@@ -68,6 +68,15 @@ def build_pipelines(
     """
     from syntriever_haystack.serve.pipelines import indexing_pipeline, query_pipeline
 
+    # each retriever's list as deep as the evaluation's hybrid systems fuse (HYBRID_CANDIDATES): DBSF normalises by
+    # a list's score distribution, so the served fusion and the evaluated one must see lists of the same length
+    lists: dict[str, Any] = {
+        "top_k_bm25": HYBRID_CANDIDATES,
+        "top_k_dense": HYBRID_CANDIDATES,
+        "quantization": precision,
+        "fusion": fusion,
+    }
+
     built = {
         "indexing": indexing_pipeline(
             store,
@@ -76,18 +85,17 @@ def build_pipelines(
             quantization=precision,
             progress_bar=True,
         ),
-        "query": query_pipeline(query_store or store, embedder, quantization=precision, top_k=top_k, fusion=fusion),
+        "query": query_pipeline(query_store or store, embedder, top_k=top_k, **lists),
     }
     if ranker is not None:
         built["query-rerank"] = query_pipeline(
             query_store or store,
             embedder,
             ranker,
-            quantization=precision,
             ranker_quantization=ranker_precision,
             top_k=top_k,
             candidates=rerank_depth,
-            fusion=fusion,
+            **lists,
         )
     return built
 

@@ -264,6 +264,9 @@ def test_the_served_row_is_the_saved_pipeline_query_by_query(
     for query_id, answer in answers.items():  # the served top_k (3): the head of the evaluated ranking
         assert answer == evaluated.get(query_id, [])[:3], query_id
     components = dict(pipeline.walk())
+    assert type(components["joiner"]).__name__ == "SyntrieverScoreFusionJoiner"  # serve.fusion: dbsf
+    # each side as deep as the evaluation's hybrid systems fuse (score fusion depends on the lists' length)
+    assert components["bm25_retriever"].top_k == components["embedding_retriever"].top_k == 100
     components["ranker" if "ranker" in components else "joiner"].top_k = 100  # the evaluation's depth
     for query_id, text in dataset.queries.items():  # ... and the whole ranking
         assert [d.id for d in run_query(pipeline, text)] == evaluated.get(query_id, []), query_id
@@ -605,11 +608,11 @@ def test_system_aliases_become_specs() -> None:
     assert system_spec("zero-shot", models) == "dense:/m/base?precision=int8"
     assert system_spec("trained", models) == "dense:/m/ret?precision=fp32"
     assert system_spec("hybrid+rerank", models) == (
-        "hybrid:/m/ret?precision=fp32&fusion=dbsf+rerank:/m/rr?top_k=20&precision=int8&max_length=192"
+        "hybrid:/m/ret?precision=fp32&fusion=dbsf&candidates=100+rerank:/m/rr?top_k=20&precision=int8&max_length=192"
     )
-    assert system_spec("hybrid-zero-shot", models) == "hybrid:/m/base?precision=int8&fusion=dbsf"
+    assert system_spec("hybrid-zero-shot", models) == "hybrid:/m/base?precision=int8&fusion=dbsf&candidates=100"
     rrf = dataclasses.replace(models, fusion="rrf")  # serve.fusion: rrf
-    assert system_spec("hybrid-zero-shot", rrf) == "hybrid:/m/base?precision=int8&fusion=rrf"
+    assert system_spec("hybrid-zero-shot", rrf) == "hybrid:/m/base?precision=int8&fusion=rrf&candidates=100"
     assert system_spec("dense:/x?precision=int8", models) == "dense:/x?precision=int8"
     assert system_spec("bm25+rerank:/x", models) == "bm25+rerank:/x"
     served = dataclasses.replace(models, query_pipeline=Path("/r/query.yaml"), query_rerank_pipeline=Path("/r/qr.yaml"))

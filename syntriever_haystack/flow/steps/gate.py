@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.flow.context import FlowContext, write_json
+from syntriever_haystack.flow.recipe import HYBRID_CANDIDATES
 from syntriever_haystack.flow.step import Step, as_dict, reranker_enabled
 
 
@@ -105,7 +106,8 @@ def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     served_name = "trained" if retriever["ships"] else "zero-shot"
     served_reranker = False
     if reranker_enabled(ctx.recipe):
-        hybrid = "hybrid:" + served_dense.split(":", 1)[1] + f"&fusion={ctx.recipe.serve.fusion}"
+        fusion = f"&fusion={ctx.recipe.serve.fusion}&candidates={HYBRID_CANDIDATES}"  # as the pipelines fuse
+        hybrid = "hybrid:" + served_dense.split(":", 1)[1] + fusion
         depth = ctx.recipe.evaluate.rerank_depth
         reranked = (
             f"{hybrid}+rerank:{layout.reranker_onnx}?top_k={depth}&precision={ctx.precision('export-reranker')}"
