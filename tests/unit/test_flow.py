@@ -587,6 +587,11 @@ def test_cli_recipe_dump_check_and_errors(tmp_path: Path, capsys: pytest.Capture
     assert (
         "evaluate.test: 'z-test' is not allowed; use one of: t-test, permutation, bootstrap" in capsys.readouterr().err
     )
+    path.write_text("serve:\n  fusion: max\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "serve.fusion: 'max' is not allowed; use one of: dbsf, rrf" in capsys.readouterr().err
+    assert recipe_from_dict({"serve": {"fusion": "rrf"}}).serve.fusion == "rrf"
+    assert recipe.serve.fusion == "dbsf"  # the default
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
