@@ -3,7 +3,7 @@
 - ``syntriever index --model EXPORTED_EMBEDDER (--dataset DIR|NAME | --input PATH...) [--store memory|opensearch]``
   splits, embeds and writes a corpus; the in-memory store is saved to a JSON file that ``search`` reloads.
 - ``syntriever search "QUERY" --model EXPORTED_EMBEDDER [--ranker EXPORTED_RERANKER] [--store ...] [--json]``
-  runs the hybrid (BM25 + dense, reciprocal rank fusion) query pipeline, optionally reranked;
+  runs the hybrid (BM25 + dense, score fusion) query pipeline, optionally reranked;
   ``syntriever search "QUERY" --run runs/quickstart [--rerank]`` runs a run folder's saved
   ``pipelines/query.yaml`` (``query-rerank.yaml``) as it is, on the run's store.
 

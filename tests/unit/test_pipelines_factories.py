@@ -154,7 +154,7 @@ def test_yaml_holds_no_secret_values(exported_bi_encoder: Path, monkeypatch: pyt
 
 
 def test_opensearch_hybrid_query_against_a_fake_cluster(exported_bi_encoder: Path) -> None:
-    """The OpenSearch branch end to end, offline: real retrievers, real client, scripted hits, RRF fusion."""
+    """The OpenSearch branch end to end, offline: real retrievers, real client, scripted hits, score fusion."""
     bm25_hits = [hit("a", "aspirin heart", 9.0), hit("b", "heart attack", 7.0), hit("c", "paris", 1.0)]
     knn_hits = [hit("b", "heart attack", 1.9), hit("d", "blood", 1.5), hit("a", "aspirin heart", 1.4)]
     cluster = FakeCluster(search=lambda index, body: knn_hits if "knn" in json.dumps(body) else bm25_hits)
@@ -169,7 +169,9 @@ def test_opensearch_hybrid_query_against_a_fake_cluster(exported_bi_encoder: Pat
     assert isinstance(components["bm25_retriever"], OpenSearchBM25Retriever)
     assert isinstance(components["embedding_retriever"], OpenSearchEmbeddingRetriever)
     results = run_query(pipeline, "aspirin heart attack")
-    assert [d.id for d in results] == ["b", "a", "d"]  # in both lists at ranks 2+1 and 1+3, then d at 2
+    # b: 0.565 (BM25) + 0.731 (k-NN), a: 0.663 + 0.347, d: 0.424 (each list mapped by its mean ± 3 std)
+    assert [d.id for d in results] == ["b", "a", "d"]
+    assert [d.score for d in results] == pytest.approx([1.296, 1.010, 0.424], abs=2e-3)
     searches = [r.body for r in cluster.requests if r.path == "/docs/_search"]
     knn = next(b for b in searches if "knn" in json.dumps(b))
     assert knn["query"]["bool"]["must"][0]["knn"]["embedding"]["k"] == 3

@@ -12,4 +12,4 @@ from syntriever_haystack.serve.hayhooks.search import SearchWrapper
 
 
 class PipelineWrapper(SearchWrapper):
-    """Hybrid retrieval (BM25 + dense, reciprocal rank fusion), reranked when the saved pipeline has a ranker."""
+    """Hybrid retrieval (BM25 + dense, fused), reranked when the saved pipeline has a ranker."""
