@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: set up .venv, then run the quickstart on SciFact — the offline LLM writes synthetic training data,
-# the offline MiniLM is trained on it and on the gold pairs (Syntriever stage 1), exported to ONNX, served in Haystack
+# the offline MiniLM is trained on it (Syntriever stage 1; no training query or judgment is read), exported to ONNX, served in Haystack
 # pipelines (in-memory store), evaluated against BM25 and the zero-shot model, and a sample query is answered.
 # Outputs in runs/quickstart/ (models/, pipelines/, data/, report/report.md). Rerunning resumes or skips what is done.
 # Extra arguments go to `syntriever quickstart` (e.g. --budget medium, --llm openai:gpt-4o-mini).
