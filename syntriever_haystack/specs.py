@@ -28,6 +28,9 @@ from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.runtime.metadata import PRECISIONS, QUANTIZATIONS, Precision
 
 __all__ = [
+    "DEFAULT_FUSION",
+    "FUSIONS",
+    "HYBRID_CANDIDATES",
     "PRECISIONS",
     "RRF_K",
     "JudgeSpec",
@@ -107,6 +110,10 @@ RRF_K = 60
 # default: syntriever_haystack.runtime.fusion) or ``rrf`` (Haystack's DocumentJoiner, reciprocal rank fusion).
 FUSIONS = ("dbsf", "rrf")
 DEFAULT_FUSION = "dbsf"
+# Documents from BM25 and from dense that a hybrid fuses by default: the query pipelines, the CLI's search, the
+# evaluation's hybrid systems and the flow's saved pipelines all use it, since score fusion normalises by each list's
+# score distribution (the same lists must go in for the served and the evaluated fusion to agree).
+HYBRID_CANDIDATES = 100
 
 
 @dataclass(frozen=True)

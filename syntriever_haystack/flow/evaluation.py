@@ -23,8 +23,7 @@ import numpy as np
 
 from syntriever_haystack.evaluate.systems import EmbeddingCache
 from syntriever_haystack.flow.context import FlowContext, FlowError
-from syntriever_haystack.flow.recipe import HYBRID_CANDIDATES
-from syntriever_haystack.specs import Precision
+from syntriever_haystack.specs import HYBRID_CANDIDATES, Precision
 
 if TYPE_CHECKING:
     from syntriever_haystack.data.beir import BeirDataset

@@ -278,11 +278,6 @@ class ExportSection:
     precision: Literal["int8", "fp32"] = "int8"
 
 
-# Documents from BM25 and from dense that a hybrid fuses: the saved query pipelines, the evaluation's hybrid systems
-# and the gate's use the same depth, since score fusion normalises by each list's score distribution.
-HYBRID_CANDIDATES = 100
-
-
 @dataclass
 class ServeSection:
     """The served search: document store and pipelines.

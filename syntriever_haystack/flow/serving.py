@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from syntriever_haystack.flow.context import FlowContext, FlowError
-from syntriever_haystack.flow.recipe import HYBRID_CANDIDATES, ServeSection
-from syntriever_haystack.specs import Precision
+from syntriever_haystack.flow.recipe import ServeSection
+from syntriever_haystack.specs import HYBRID_CANDIDATES, Precision
 
 if TYPE_CHECKING:
     from syntriever_haystack.serve.pipelines import Fusion

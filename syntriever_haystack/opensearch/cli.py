@@ -481,8 +481,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     search.add_argument("--ranker", metavar="EXPORTED_DIR", help="exported cross-encoder to rerank with")
     search.add_argument("--top-k", type=int, default=5, help="results to print (default 5)")
-    search.add_argument("--top-k-bm25", type=int, default=50, help="BM25 candidates (default 50)")
-    search.add_argument("--top-k-dense", type=int, default=50, help="dense candidates (default 50)")
+    search.add_argument("--top-k-bm25", type=int, default=100, help="BM25 candidates (default 100)")
+    search.add_argument("--top-k-dense", type=int, default=100, help="dense candidates (default 100)")
     _add_fusion(search, "of BM25 and dense")
     search.add_argument(
         "--candidates", type=int_at_least(1), default=50, help="best fused candidates given to the ranker (default 50)"

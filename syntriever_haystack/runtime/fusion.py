@@ -21,12 +21,13 @@ K = TypeVar("K", bound=Hashable)
 def distribution_normalized(scores: Sequence[float | None]) -> list[float]:
     """``scores`` mapped by their own distribution, ``(s - (mean - 3 std)) / (6 std)``: a list's typical scores fall
     in [0, 1] whatever the retriever's scale (BM25's unbounded sums, a cosine). A missing (``None``, NaN) score
-    counts as the list's lowest; a list whose scores are all equal carries no order and maps to 0.5 each."""
+    counts as the list's lowest (``+inf`` as its highest); a list whose scores are all equal carries no order and
+    maps to 0.5 each."""
     present = [float(s) for s in scores if s is not None and math.isfinite(s)]
     if not present:
         return [0.5] * len(scores)
-    low = min(present)
-    values = [float(s) if s is not None and math.isfinite(s) else low for s in scores]
+    low, high = min(present), max(present)
+    values = [float(s) if s is not None and math.isfinite(s) else (high if s == math.inf else low) for s in scores]
     mean = sum(values) / len(values)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
     if std == 0.0:

@@ -52,6 +52,7 @@ from syntriever_haystack.errors import ExportedModelError, SyntrieverError
 from syntriever_haystack.runtime.locations import pipeline_base, relative_to_base
 from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
+from syntriever_haystack.specs import HYBRID_CANDIDATES
 
 logger = logging.getLogger(__name__)
 
@@ -188,8 +189,8 @@ def query_pipeline(
     embedder_model: str | Path,
     ranker_model: str | Path | None = None,
     *,
-    top_k_bm25: int = 50,
-    top_k_dense: int = 50,
+    top_k_bm25: int = HYBRID_CANDIDATES,
+    top_k_dense: int = HYBRID_CANDIDATES,
     top_k: int = 10,
     candidates: int | None = None,
     quantization: Literal["fp32", "int8"] = "fp32",
@@ -206,8 +207,9 @@ def query_pipeline(
     :param document_store: ``InMemoryDocumentStore`` or ``OpenSearchDocumentStore`` (selects the retrievers).
     :param embedder_model: Exported bi-encoder directory (the one the documents were indexed with).
     :param ranker_model: Exported cross-encoder directory, or ``None`` for no reranking.
-    :param top_k_bm25: Documents from BM25.
-    :param top_k_dense: Documents from the embedding retriever.
+    :param top_k_bm25: Documents from BM25 (default 100, what the evaluation's ``hybrid:`` systems fuse: score
+        fusion normalises by each list's distribution, so the lists' length is part of the fusion).
+    :param top_k_dense: Documents from the embedding retriever (default 100, likewise).
     :param top_k: Documents returned.
     :param candidates: Fused documents handed to the ranker (default: all of them).
     :param quantization: ONNX weights of the embedder (``fp32`` or ``int8``).

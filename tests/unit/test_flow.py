@@ -592,6 +592,10 @@ def test_cli_recipe_dump_check_and_errors(tmp_path: Path, capsys: pytest.Capture
     assert "serve.fusion: 'max' is not allowed; use one of: dbsf, rrf" in capsys.readouterr().err
     assert recipe_from_dict({"serve": {"fusion": "rrf"}}).serve.fusion == "rrf"
     assert recipe.serve.fusion == "dbsf"  # the default
+    from syntriever_haystack.flow.steps.gate import GATE
+
+    rrf = recipe_from_dict({"serve": {"fusion": "rrf"}})
+    assert GATE.config(rrf) != GATE.config(recipe)  # the gate's reranker check runs on the served fusion: re-run it
 
 
 # ---------------------------------------------------------------------------------------------- evaluation

@@ -3,6 +3,7 @@ over it, and the evaluation's ``fusion=dbsf`` hybrid against the component."""
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 
@@ -48,6 +49,7 @@ def test_normalisation_ignores_scale_and_handles_degenerate_lists() -> None:
     assert distribution_normalized([4.0, 4.0]) == [0.5, 0.5]  # no order in it
     assert distribution_normalized([]) == []
     assert distribution_normalized([None, 1.0, 3.0]) == pytest.approx(distribution_normalized([1.0, 1.0, 3.0]))
+    assert distribution_normalized([math.inf, 1.0, 3.0]) == pytest.approx(distribution_normalized([3.0, 1.0, 3.0]))
 
 
 def test_agreement_counts_unlike_haystacks_max_based_dbsf() -> None:
@@ -92,6 +94,8 @@ def test_component_weights_serialisation_and_errors() -> None:
         SyntrieverScoreFusionJoiner(weights=[-1.0, 1.0])
     with pytest.raises(ValueError, match="top_k must be at least 1"):
         SyntrieverScoreFusionJoiner(top_k=0)
+    with pytest.raises(ValueError, match="top_k must be at least 1, got -1"):
+        SyntrieverScoreFusionJoiner().run(documents=[bm25, dense], top_k=-1)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from syntriever_haystack.flow.context import FlowContext, write_json
-from syntriever_haystack.flow.recipe import HYBRID_CANDIDATES
 from syntriever_haystack.flow.step import Step, as_dict, reranker_enabled
+from syntriever_haystack.specs import HYBRID_CANDIDATES
 
 
 def _check(name: str, candidate: dict[str, Any], incumbent: dict[str, Any], gate: Any) -> dict[str, Any]:
@@ -166,6 +166,8 @@ GATE = Step(
         "test": r.evaluate.test,
         "reranker": r.train.reranker.enabled,
         "include_title": r.dataset.include_title,
+        "fusion": r.serve.fusion,  # the reranker check runs on the served hybrid
+        "hybrid_candidates": HYBRID_CANDIDATES,
     },
     outputs=lambda lay: [lay.report / "gate.json"],
     deps=("base-model", "mine", "export-retriever", "export-reranker"),

@@ -46,8 +46,9 @@ class SyntrieverScoreFusionJoiner:
         """
         Create the joiner.
 
-        :param weights: One weight per input list, in the order the lists arrive (``None``: 1 each). The inputs
-            of a variadic socket arrive in the order the pipeline's connections were made.
+        :param weights: One weight per input list, in the order the lists arrive (``None``: 1 each). In a
+            pipeline a variadic socket receives its lists in the order the senders run, which the connection order
+            does not fix: give weights only where that order is known (e.g. when calling ``run`` yourself).
         :param top_k: Documents returned (``None``: all of them).
         :raises ValueError: A negative weight, or ``top_k`` below 1.
         """
@@ -66,8 +67,11 @@ class SyntrieverScoreFusionJoiner:
         :param documents: The retrievers' lists of documents (each a ranking with scores).
         :param top_k: Documents returned; overrides the init value when not ``None``.
         :returns: ``documents``: the fused documents, best first.
-        :raises ValueError: ``weights`` were given and their number differs from the number of lists.
+        :raises ValueError: ``weights`` were given and their number differs from the number of lists, or
+            ``top_k`` is below 1.
         """
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
         lists = list(documents)
         if self.weights is not None and len(self.weights) != len(lists):
             raise ValueError(
