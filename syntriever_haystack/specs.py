@@ -33,6 +33,7 @@ __all__ = [
     "HYBRID_CANDIDATES",
     "PRECISIONS",
     "RRF_K",
+    "Fusion",
     "JudgeSpec",
     "JudgeSpecError",
     "LLMSpec",
@@ -108,8 +109,9 @@ _SPEC_HELP = (
 RRF_K = 60
 # How a hybrid fuses BM25 and dense: ``dbsf`` (distribution-based score fusion, what the served pipelines run by
 # default: syntriever_haystack.runtime.fusion) or ``rrf`` (Haystack's DocumentJoiner, reciprocal rank fusion).
-FUSIONS = ("dbsf", "rrf")
-DEFAULT_FUSION = "dbsf"
+Fusion = Literal["dbsf", "rrf"]
+FUSIONS: tuple[Fusion, ...] = ("dbsf", "rrf")
+DEFAULT_FUSION: Fusion = "dbsf"
 # Documents from BM25 and from dense that a hybrid fuses by default: the query pipelines, the CLI's search, the
 # evaluation's hybrid systems and the flow's saved pipelines all use it, since score fusion normalises by each list's
 # score distribution (the same lists must go in for the served and the evaluated fusion to agree).

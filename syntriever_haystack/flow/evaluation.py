@@ -23,7 +23,7 @@ import numpy as np
 
 from syntriever_haystack.evaluate.systems import EmbeddingCache
 from syntriever_haystack.flow.context import FlowContext, FlowError
-from syntriever_haystack.specs import HYBRID_CANDIDATES, Precision
+from syntriever_haystack.specs import DEFAULT_FUSION, HYBRID_CANDIDATES, Fusion, Precision
 
 if TYPE_CHECKING:
     from syntriever_haystack.data.beir import BeirDataset
@@ -45,7 +45,12 @@ class Models:
     query_pipeline: Path | None = None  # the saved pipelines ``hybrid`` / ``hybrid+rerank`` run (None: the library's)
     query_rerank_pipeline: Path | None = None
     pipeline_top_k: int = 100  # documents asked of a saved pipeline (its order unchanged: the evaluation depth)
-    fusion: str = "dbsf"  # the hybrids' fusion (serve.fusion), as the saved pipelines fuse
+    fusion: Fusion = DEFAULT_FUSION  # the hybrids' fusion (serve.fusion), as the saved pipelines fuse
+
+
+def hybrid_options(fusion: str) -> str:
+    """The ``hybrid:`` SPEC parameters that fuse as the saved query pipelines do (``&``-prefixed)."""
+    return f"&fusion={fusion}&candidates={HYBRID_CANDIDATES}"
 
 
 def system_spec(name: str, models: Models) -> str:
@@ -64,14 +69,13 @@ def system_spec(name: str, models: Models) -> str:
     elif first == "zero-shot":
         spec = f"dense:{models.base}?precision={models.base_precision}"
     elif first == "hybrid-zero-shot":
-        spec = f"hybrid:{models.base}?precision={models.base_precision}&fusion={models.fusion}"
-        spec += f"&candidates={HYBRID_CANDIDATES}"
+        spec = f"hybrid:{models.base}?precision={models.base_precision}" + hybrid_options(models.fusion)
     else:
         if models.retriever is None:
             raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
         spec = f"{'dense' if first == 'trained' else 'hybrid'}:{models.retriever}?precision={models.precision}"
         if first == "hybrid":
-            spec += f"&fusion={models.fusion}&candidates={HYBRID_CANDIDATES}"
+            spec += hybrid_options(models.fusion)
     if first == "hybrid":
         pipeline = models.query_rerank_pipeline if plus else models.query_pipeline
         if pipeline is not None:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from syntriever_haystack.flow.context import FlowContext, FlowError
 from syntriever_haystack.flow.recipe import ServeSection
-from syntriever_haystack.specs import HYBRID_CANDIDATES, Precision
-
-if TYPE_CHECKING:
-    from syntriever_haystack.serve.pipelines import Fusion
+from syntriever_haystack.specs import DEFAULT_FUSION, Fusion, Precision
 
 
 def document_store(
@@ -58,7 +55,7 @@ def build_pipelines(
     top_k: int,
     rerank_depth: int,
     query_store: Any = None,
-    fusion: Fusion = "dbsf",
+    fusion: Fusion = DEFAULT_FUSION,
 ) -> dict[str, Any]:
     """``indexing`` (whole documents, no splitting: what the evaluation scores), ``query`` (hybrid: BM25 + dense,
     fused by ``fusion``) and, with a ranker, ``query-rerank`` (the fused top ``rerank_depth`` reranked).
@@ -68,14 +65,8 @@ def build_pipelines(
     """
     from syntriever_haystack.serve.pipelines import indexing_pipeline, query_pipeline
 
-    # each retriever's list as deep as the evaluation's hybrid systems fuse (HYBRID_CANDIDATES): DBSF normalises by
-    # a list's score distribution, so the served fusion and the evaluated one must see lists of the same length
-    lists: dict[str, Any] = {
-        "top_k_bm25": HYBRID_CANDIDATES,
-        "top_k_dense": HYBRID_CANDIDATES,
-        "quantization": precision,
-        "fusion": fusion,
-    }
+    # the retrievers keep query_pipeline's default depth, HYBRID_CANDIDATES: what the evaluation's hybrids fuse
+    shared: dict[str, Any] = {"quantization": precision, "fusion": fusion}
 
     built = {
         "indexing": indexing_pipeline(
@@ -85,7 +76,7 @@ def build_pipelines(
             quantization=precision,
             progress_bar=True,
         ),
-        "query": query_pipeline(query_store or store, embedder, top_k=top_k, **lists),
+        "query": query_pipeline(query_store or store, embedder, top_k=top_k, **shared),
     }
     if ranker is not None:
         built["query-rerank"] = query_pipeline(
@@ -95,7 +86,7 @@ def build_pipelines(
             ranker_quantization=ranker_precision,
             top_k=top_k,
             candidates=rerank_depth,
-            **lists,
+            **shared,
         )
     return built
 

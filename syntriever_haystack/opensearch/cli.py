@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args, int_at_least
 from syntriever_haystack.paths import cache_root
+from syntriever_haystack.specs import DEFAULT_FUSION, FUSIONS
 
 if TYPE_CHECKING:
     from haystack import Document, Pipeline
@@ -403,6 +404,15 @@ def _add_store_options(parser: argparse.ArgumentParser) -> None:
     add_connection_arguments(group, timeout=60)
 
 
+def _add_fusion(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--fusion",
+        choices=FUSIONS,
+        default=DEFAULT_FUSION,
+        help=f"fusion {what}: dbsf (distribution-based score fusion, default) or rrf (reciprocal rank fusion)",
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``index`` and ``search`` to the ``syntriever`` parser.
 
@@ -499,12 +509,3 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 __all__ = ["register"]
-
-
-def _add_fusion(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument(
-        "--fusion",
-        choices=["dbsf", "rrf"],
-        default="dbsf",
-        help=f"fusion {what}: dbsf (distribution-based score fusion, default) or rrf (reciprocal rank fusion)",
-    )

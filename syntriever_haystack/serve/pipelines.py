@@ -52,13 +52,11 @@ from syntriever_haystack.errors import ExportedModelError, SyntrieverError
 from syntriever_haystack.runtime.locations import pipeline_base, relative_to_base
 from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.runtime.vector_space import VectorSpace, vector_space
-from syntriever_haystack.specs import HYBRID_CANDIDATES
+from syntriever_haystack.specs import DEFAULT_FUSION, FUSIONS, HYBRID_CANDIDATES, Fusion
 
 logger = logging.getLogger(__name__)
 
 StoreKind = Literal["memory", "opensearch"]
-Fusion = Literal["dbsf", "rrf"]
-FUSIONS: tuple[Fusion, ...] = ("dbsf", "rrf")
 
 
 def store_kind(document_store: Any) -> StoreKind:
@@ -195,7 +193,7 @@ def query_pipeline(
     candidates: int | None = None,
     quantization: Literal["fp32", "int8"] = "fp32",
     ranker_quantization: Literal["fp32", "int8"] | None = None,
-    fusion: Fusion = "dbsf",
+    fusion: Fusion = DEFAULT_FUSION,
 ) -> Pipeline:
     """Hybrid retrieval: BM25 + dense, fused by their scores' distributions, optionally reranked.
 

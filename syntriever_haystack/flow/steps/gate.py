@@ -75,6 +75,7 @@ def _evaluate(ctx: FlowContext, dataset: Any, systems: dict[str, str], baseline:
 
 def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     """Decide which trained components are served (label-free), and write report/gate.json + gate.md."""
+    from syntriever_haystack.flow.evaluation import hybrid_options
     from syntriever_haystack.flow.steps.synthetic import read_gate_queries
     from syntriever_haystack.generate.label_free import gate_dataset
 
@@ -106,8 +107,7 @@ def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     served_name = "trained" if retriever["ships"] else "zero-shot"
     served_reranker = False
     if reranker_enabled(ctx.recipe):
-        fusion = f"&fusion={ctx.recipe.serve.fusion}&candidates={HYBRID_CANDIDATES}"  # as the pipelines fuse
-        hybrid = "hybrid:" + served_dense.split(":", 1)[1] + fusion
+        hybrid = "hybrid:" + served_dense.split(":", 1)[1] + hybrid_options(ctx.recipe.serve.fusion)
         depth = ctx.recipe.evaluate.rerank_depth
         reranked = (
             f"{hybrid}+rerank:{layout.reranker_onnx}?top_k={depth}&precision={ctx.precision('export-reranker')}"
