@@ -645,6 +645,23 @@ def test_query_types_cover_every_type_when_n_is_not_a_multiple() -> None:
     assert query_types_for("doc7", types, 2) == query_types_for("doc7", types, 2)  # stable per passage
 
 
+def test_passages_are_grouped_by_their_prompt_prefix() -> None:
+    """Consecutive prompts of one query type share the few-shot prefix an LLM server can reuse; the grouping is
+    stable (the hash order inside a type is kept) and loses no passage."""
+    from syntriever_haystack.generate.reranker_data import PassageItem, by_prompt_prefix, query_types_for
+
+    types = ["question", "keywords", "claim"]
+    passages = [PassageItem(f"doc{i}", f"text {i}") for i in range(30)]
+    for n in (1, 2):
+        ordered = by_prompt_prefix(passages, types, n)
+        firsts = [query_types_for(p.doc_id, types, n)[0] for p in ordered]
+        assert sorted(p.doc_id for p in ordered) == sorted(p.doc_id for p in passages)
+        assert sum(a != b for a, b in itertools.pairwise(firsts)) == len(set(firsts)) - 1  # one run per type
+        for t in set(firsts):
+            inside = [p.doc_id for p in ordered if query_types_for(p.doc_id, types, n)[0] == t]
+            assert inside == [p.doc_id for p in passages if query_types_for(p.doc_id, types, n)[0] == t]
+
+
 # ------------------------------------------------------------------------------- filters in the reranker task
 
 
