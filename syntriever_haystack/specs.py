@@ -97,7 +97,7 @@ _ALLOWED_PARAMS = {
     "st": {"batch_size", "max_length"},
     "hybrid": {"k", "candidates", "fusion"},  # plus the dense stage's own parameters
     "pipeline": {"top_k"},
-    "rerank": {"top_k", "precision", "max_length", "batch_size", "file_name"},
+    "rerank": {"top_k", "precision", "max_length", "batch_size", "file_name", "fuse"},
 }
 _SPEC_HELP = (
     "a system SPEC is one of: bm25 | dense:EXPORTED_DIR | st:MODEL | hybrid:EXPORTED_DIR | hybrid:st:MODEL | "
@@ -153,6 +153,19 @@ class StageSpec:
             return int(value)
         except ValueError:
             raise SystemSpecError(f"{key}={value!r} in system stage {self}: must be an integer") from None
+
+    def float_option(self, key: str, default: float) -> float:
+        """A non-negative number parameter (``default`` when absent)."""
+        value = self.options.get(key)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = -1.0
+        if not number >= 0.0 or number == float("inf"):
+            raise SystemSpecError(f"{key}={value!r} in system stage {self}: must be a number >= 0 (e.g. {key}=1)")
+        return number
 
     def __str__(self) -> str:
         query = "?" + "&".join(f"{k}={v}" for k, v in self.params) if self.params else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
 from syntriever_haystack.evaluate.texts import SplitTexts, int_option, progress
 from syntriever_haystack.runtime.encode import score_documents
+from syntriever_haystack.runtime.fusion import fuse_scores
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 from syntriever_haystack.specs import StageSpec, SystemSpecError
 
@@ -35,8 +36,8 @@ class Reranker:
 
     @staticmethod
     def model_key(stage: StageSpec) -> str:
-        """What identifies the scoring model of ``stage``: the stage without ``top_k``."""
-        return str(StageSpec(stage.kind, stage.target, tuple(p for p in stage.params if p[0] != "top_k")))
+        """What identifies the scoring model of ``stage``: the stage without ``top_k`` and ``fuse``."""
+        return str(StageSpec(stage.kind, stage.target, tuple(p for p in stage.params if p[0] not in ("top_k", "fuse"))))
 
     def score(self, query_id: str, query: str, doc_ids: list[str], text_of: dict[str, str]) -> dict[str, float]:
         """Logits of ``doc_ids`` for the query, scoring only the pairs not scored before."""
@@ -50,8 +51,15 @@ class Reranker:
                 known[(query_id, doc_id)] = float(score)
         return {d: known[(query_id, d)] for d in doc_ids}
 
-    def rerank(self, previous: Run, top_k: int, texts: SplitTexts, *, show_progress: bool = True) -> Run:
-        """Rerank the best ``top_k`` of each query; the rest keep their order, below every reranked document."""
+    def rerank(
+        self, previous: Run, top_k: int, texts: SplitTexts, *, fuse: float = 0.0, show_progress: bool = True
+    ) -> Run:
+        """Rerank the best ``top_k`` of each query; the rest keep their order, below every reranked document.
+
+        :param fuse: Weight of the first stage's scores fused with the cross-encoder's (weight 1) over the ``top_k``
+            by distribution-based score fusion (:func:`~syntriever_haystack.runtime.fusion.fuse_scores`), as the
+            served ``SyntrieverScoreFusionJoiner`` after the ranker does; 0: the cross-encoder's order alone.
+        """
         if top_k <= 0:
             raise SystemSpecError(f"top_k must be > 0 for a rerank stage, got {top_k}")
         run: Run = {}
@@ -62,6 +70,9 @@ class Reranker:
                 run[query_id] = {}
                 continue
             scores = self.score(query_id, query, [d for d, _ in head], texts.text_of)
+            if fuse > 0.0:
+                reranked = sorted(scores.items(), key=lambda item: -item[1])
+                scores = dict(fuse_scores([head, reranked], weights=[fuse, 1.0]))
             floor = min(scores.values()) - 1.0
             for i, (doc_id, _) in enumerate(tail):
                 scores[doc_id] = floor - i

@@ -7,7 +7,8 @@ SPEC grammar (parameters after ``?`` are optional, ``&``-separated; parsed by :m
     st:MODEL_NAME_OR_DIR[?batch_size=N&max_length=N]                      # sentence-transformers (torch)
     hybrid:EXPORTED_DIR[?candidates=N&fusion=dbsf|rrf&...] | hybrid:st:MODEL[...]  # BM25 + dense, fused
     pipeline:QUERY_PIPELINE_YAML[?top_k=N]                                # a saved Haystack query pipeline
-    FIRST_STAGE+rerank:EXPORTED_RANKER_DIR[?top_k=100&precision=..&max_length=N&batch_size=N]
+    FIRST_STAGE+rerank:EXPORTED_RANKER_DIR[?top_k=100&precision=..&max_length=N&batch_size=N&fuse=W]
+    # fuse=W: the top_k's cross-encoder scores fused (DBSF) with the first stage's, weighted W to 1
 
 :class:`SystemRunner` orchestrates the stages, each in its own module: :mod:`.bm25`, :mod:`.dense` (ONNX,
 torch-free), :mod:`.st_dense` (sentence-transformers), :mod:`.pipeline` (a saved pipeline, run by the caller's
@@ -126,7 +127,11 @@ class SystemRunner:
                 previous, timings = self._runs[keys[i - 1]]
                 started = time.perf_counter()
                 reranked = self._reranker(stage).rerank(
-                    previous, int_option(stage, "top_k", 100), self.texts, show_progress=self.progress
+                    previous,
+                    int_option(stage, "top_k", 100),
+                    self.texts,
+                    fuse=stage.float_option("fuse", 0.0),
+                    show_progress=self.progress,
                 )
                 timing = StageTiming(f"rerank {stage.target}", time.perf_counter() - started)
                 self._runs[keys[i]] = (reranked, [*timings, timing])

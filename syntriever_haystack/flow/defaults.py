@@ -9,7 +9,7 @@ from syntriever_haystack.flow.recipe import Recipe, load_recipe
 Budget = Literal["small", "medium"]
 
 # ``small`` is the default recipe itself (every dataclass default): label-free, sized to finish in about 15 minutes
-# on two CPU cores with the offline LLM (LLM queries for 150 passages + 2,000 sentence queries, stage 1, the gate, no
+# on two CPU cores with the offline LLM (LLM queries for 150 passages + 1,000 sentence queries, stage 1, the gate, no
 # reranker). ``medium`` writes 4x the LLM queries, uses more sentence queries and adds the LCE reranker (started from
 # the stage-1 encoder, served only through the gate): about an hour.
 BUDGETS: dict[str, dict[str, Any]] = {

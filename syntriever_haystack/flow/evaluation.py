@@ -46,11 +46,17 @@ class Models:
     query_rerank_pipeline: Path | None = None
     pipeline_top_k: int = 100  # documents asked of a saved pipeline (its order unchanged: the evaluation depth)
     fusion: Fusion = DEFAULT_FUSION  # the hybrids' fusion (serve.fusion), as the saved pipelines fuse
+    rerank_first_stage_weight: float = 0.0  # serve.rerank_first_stage_weight, as the saved ranker fuses
 
 
 def hybrid_options(fusion: str) -> str:
     """The ``hybrid:`` SPEC parameters that fuse as the saved query pipelines do (``&``-prefixed)."""
     return f"&fusion={fusion}&candidates={HYBRID_CANDIDATES}"
+
+
+def rerank_options(first_stage_weight: float) -> str:
+    """The ``+rerank:`` SPEC parameter that fuses as the saved ranker does (``&``-prefixed; empty for 0)."""
+    return f"&fuse={first_stage_weight:g}" if first_stage_weight else ""
 
 
 def system_spec(name: str, models: Models) -> str:
@@ -85,7 +91,7 @@ def system_spec(name: str, models: Models) -> str:
             raise ValueError(f"system {name!r} needs the trained reranker, which this run has not built")
         spec += (
             f"+rerank:{models.reranker}?top_k={models.rerank_depth}&precision={models.reranker_precision}"
-            f"&max_length={models.reranker_max_length}"
+            f"&max_length={models.reranker_max_length}" + rerank_options(models.rerank_first_stage_weight)
         )
     return spec
 
@@ -395,6 +401,7 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         ),
         pipeline_top_k=default_depth(section.metrics),
         fusion=recipe.serve.fusion,
+        rerank_first_stage_weight=recipe.serve.rerank_first_stage_weight,
     )
     names = list(section.systems)
     notes: list[str] = []

@@ -140,7 +140,11 @@ def _check_ranges(recipe: Any, problems: Problems) -> None:
         0 <= train.retriever.dev_fraction < 1,
         f"train.retriever.dev_fraction: use a fraction in [0, 1), got {train.retriever.dev_fraction}",
     )
-    for key in ("train.retriever.margin_mse_weight", "train.retriever.teacher_bm25_weight"):
+    for key in (
+        "train.retriever.margin_mse_weight",
+        "train.retriever.teacher_bm25_weight",
+        "serve.rerank_first_stage_weight",
+    ):
         _check(value(key) >= 0 and _finite(value(key)), f"{key}: must be 0 or more, got {value(key)}")
     interpolation = recipe.train.retriever.interpolation
     _check(

@@ -56,12 +56,15 @@ def build_pipelines(
     rerank_depth: int,
     query_store: Any = None,
     fusion: Fusion = DEFAULT_FUSION,
+    rerank_first_stage_weight: float = 0.0,
 ) -> dict[str, Any]:
     """``indexing`` (whole documents, no splitting: what the evaluation scores), ``query`` (hybrid: BM25 + dense,
     fused by ``fusion``) and, with a ranker, ``query-rerank`` (the fused top ``rerank_depth`` reranked).
 
     :param query_store: The query pipelines' store (default: ``store``, the indexing pipeline's).
     :param fusion: ``dbsf`` or ``rrf`` (``serve.fusion``).
+    :param rerank_first_stage_weight: The ranker's weight of the first stage's scores
+        (``serve.rerank_first_stage_weight``).
     """
     from syntriever_haystack.serve.pipelines import indexing_pipeline, query_pipeline
 
@@ -86,6 +89,7 @@ def build_pipelines(
             ranker_quantization=ranker_precision,
             top_k=top_k,
             candidates=rerank_depth,
+            ranker_first_stage_weight=rerank_first_stage_weight,
             **shared,
         )
     return built

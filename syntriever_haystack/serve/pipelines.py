@@ -194,6 +194,7 @@ def query_pipeline(
     quantization: Literal["fp32", "int8"] = "fp32",
     ranker_quantization: Literal["fp32", "int8"] | None = None,
     fusion: Fusion = DEFAULT_FUSION,
+    ranker_first_stage_weight: float = 0.0,
 ) -> Pipeline:
     """Hybrid retrieval: BM25 + dense, fused by their scores' distributions, optionally reranked.
 
@@ -215,6 +216,9 @@ def query_pipeline(
     :param fusion: ``dbsf`` (distribution-based score fusion: each list's scores normalised by their mean and
         standard deviation, then summed) or ``rrf`` (reciprocal rank fusion). ``dbsf`` keeps how far ahead a
         retriever's best hits are; on SciFact it beats RRF by +0.023 nDCG@10 (docs/training.md).
+    :param ranker_first_stage_weight: The ranker's ``first_stage_weight``: the fused first-stage scores' weight
+        in the ranker's score (distribution-based fusion with the cross-encoder's logits, weight 1); 0: the
+        cross-encoder alone. A small synthetic-trained reranker helps only this way (docs/training.md).
     :returns: The pipeline.
     :raises SyntrieverError: Unsupported store, or a store similarity that does not fit the model.
     :raises ExportedModelError: A model directory is not an export of the right kind.
@@ -260,7 +264,12 @@ def query_pipeline(
     if ranker_model is not None:
         pipeline.add_component(
             "ranker",
-            SyntrieverRanker(model=ranker_model, quantization=ranker_quantization or quantization, top_k=top_k),
+            SyntrieverRanker(
+                model=ranker_model,
+                quantization=ranker_quantization or quantization,
+                top_k=top_k,
+                first_stage_weight=ranker_first_stage_weight,
+            ),
         )
         pipeline.connect("joiner.documents", "ranker.documents")
     return pipeline

@@ -249,6 +249,43 @@ def test_ranker_runtime_overrides_use_is_none(exported_cross_encoder: Path) -> N
         ranker.run(query="heart", documents=_docs(), top_k=0)
 
 
+def test_ranker_fuses_with_the_first_stage_as_the_evaluation_does(exported_cross_encoder: Path) -> None:
+    """``first_stage_weight=W``: logits and incoming scores, each mapped by its list's mean and std, summed with
+    weights 1 and W (by hand); a document without an incoming score counts as the list's lowest."""
+    import math
+
+    docs = [
+        Document(id="d1", content="aspirin reduces heart attack risk", score=3.0),
+        Document(id="d2", content="paris is the capital of france", score=9.0),
+        Document(id="d3", content="iron deficiency causes anaemia", score=1.0),
+        Document(id="d4", content="heart attack", score=None),
+    ]
+    query = "heart attack risk"
+    logits = OnnxModel(exported_cross_encoder).score(query, [d.content for d in docs]).tolist()
+
+    def normalised(values: list[float]) -> list[float]:
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return [(v - mean + 3 * std) / (6 * std) for v in values]
+
+    for weight in (0.5, 2.0):
+        first = normalised([3.0, 9.0, 1.0, 1.0])  # None → the list's lowest
+        expected = {d.id: weight * f + c for d, f, c in zip(docs, first, normalised(logits), strict=True)}
+        ranker = SyntrieverRanker(model=exported_cross_encoder, first_stage_weight=weight, top_k=4)
+        out = ranker.run(query=query, documents=docs)["documents"]
+        assert [d.id for d in out] == sorted(expected, key=lambda d: -expected[d])
+        assert [d.score for d in out] == pytest.approx([expected[d.id] for d in out], abs=1e-5)
+    # a large weight keeps the first stage's order; 0 is the cross-encoder alone
+    heavy = SyntrieverRanker(model=exported_cross_encoder, first_stage_weight=1e6, top_k=4)
+    assert [d.id for d in heavy.run(query=query, documents=docs)["documents"]][:3] == ["d2", "d1", "d3"]
+    plain = SyntrieverRanker(model=exported_cross_encoder, first_stage_weight=0.0, top_k=4)
+    assert [d.id for d in plain.run(query=query, documents=docs)["documents"]] == [
+        docs[i].id for i in np.argsort(-np.array(logits))
+    ]
+    with pytest.raises(ValueError, match="first_stage_weight must be a number >= 0"):
+        SyntrieverRanker(model=exported_cross_encoder, first_stage_weight=-1.0)
+
+
 def test_ranker_input_validation(exported_cross_encoder: Path) -> None:
     with pytest.raises(ValueError, match="top_k"):
         SyntrieverRanker(model=exported_cross_encoder, top_k=0)
@@ -279,7 +316,10 @@ def test_ranker_truncates_long_pairs(exported_cross_encoder: Path) -> None:
             SyntrieverDocumentEmbedder,
             {"meta_fields_to_embed": ["title"], "batch_size": 8, "providers": ["CPUExecutionProvider"]},
         ),
-        (SyntrieverRanker, {"top_k": 3, "scale_score": False, "score_threshold": 0.0, "max_length": 128}),
+        (
+            SyntrieverRanker,
+            {"top_k": 3, "scale_score": False, "score_threshold": 0.0, "max_length": 128, "first_stage_weight": 1.0},
+        ),
     ],
 )
 def test_to_dict_from_dict_roundtrip(cls: type, kwargs: dict, exported_bi_encoder: Path) -> None:

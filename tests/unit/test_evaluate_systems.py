@@ -438,6 +438,47 @@ def test_reranker_scores_each_pair_once_across_systems(
     assert len(scored) == len(bm25_pairs | dense_pairs) < len(bm25_pairs) + len(dense_pairs)
 
 
+def test_fused_rerank_equals_brute_force_dbsf(
+    tiny_dataset: Path, exported_bi_encoder: Path, exported_cross_encoder: Path
+) -> None:
+    """``+rerank:DIR?fuse=W``: the top_k's cross-encoder scores and first-stage scores, each normalised by its own
+    list's mean and std, summed with weights 1 and W (by hand here); the rest stays below, in its order."""
+    import math
+
+    from syntriever_haystack.evaluate.search import rank_documents
+    from syntriever_haystack.evaluate.systems import SystemRunner
+
+    dataset = load_beir(tiny_dataset, "test")
+    runner = SystemRunner(dataset, depth=100, include_title=True, cache=None, progress=False)
+    first, _ = runner.run(parse_system(f"dense:{exported_bi_encoder}"))
+    plain, _ = runner.run(parse_system(f"dense:{exported_bi_encoder}+rerank:{exported_cross_encoder}?top_k=4"))
+    weight = 0.7
+    fused, _ = runner.run(
+        parse_system(f"dense:{exported_bi_encoder}+rerank:{exported_cross_encoder}?top_k=4&fuse={weight}")
+    )
+
+    def normalised(scores: dict[str, float]) -> dict[str, float]:
+        values = list(scores.values())
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return {d: 0.5 if std == 0 else (v - mean + 3 * std) / (6 * std) for d, v in scores.items()}
+
+    checked = 0
+    for query_id, scores in first.items():
+        head = [d for d, _ in rank_documents(scores)[:4]]
+        cross = {d: plain[query_id][d] for d in head}
+        stage = normalised({d: scores[d] for d in head})
+        expected = {d: weight * stage[d] + v for d, v in normalised(cross).items()}
+        got = [d for d, _ in rank_documents(fused[query_id])]
+        assert got[:4] == sorted(head, key=lambda d: -expected[d])
+        assert all(math.isclose(fused[query_id][d], expected[d], abs_tol=1e-9) for d in head)
+        assert got[4:] == [d for d, _ in rank_documents(scores)[4:]]
+        checked += 1
+    assert checked == len(dataset.queries)
+    with pytest.raises(SystemSpecError, match=r"fuse='-1'.*must be a number >= 0"):
+        runner.run(parse_system(f"dense:{exported_bi_encoder}+rerank:{exported_cross_encoder}?fuse=-1"))
+
+
 # --------------------------------------------------------------------------- saved pipelines (pipeline:PATH)
 
 

@@ -272,6 +272,42 @@ def test_the_served_row_is_the_saved_pipeline_query_by_query(
         assert [d.id for d in run_query(pipeline, text)] == evaluated.get(query_id, []), query_id
 
 
+def test_the_saved_reranked_pipeline_fuses_as_the_gate_scores_it(
+    first_run: tuple[dict[str, Any], Path, RunSummary],
+) -> None:
+    """query-rerank.yaml's ranker fuses its logits with the first stage's scores (serve.rerank_first_stage_weight,
+    2 by default), and its reranked head is, query by query, the library's ``+rerank:...&fuse=2`` ranking, the SPEC
+    the gate's reranker check scores."""
+    from syntriever_haystack.evaluate import evaluate_systems
+    from syntriever_haystack.serve.pipelines import load_pipeline, run_query
+
+    recipe, out, summary = first_run
+    assert recipe_from_dict(recipe).serve.rerank_first_stage_weight == 2.0
+    pipeline = load_pipeline(out / "pipelines" / "query-rerank.yaml")
+    components = dict(pipeline.walk())
+    assert components["ranker"].first_stage_weight == 2.0
+    results = summary.results
+    served = "retriever" if results["gate"]["served_retriever"] == "trained" else "base"
+    dense = (out / "models" / f"{served}-onnx").resolve()
+    precision = results["export-retriever" if served == "retriever" else "base-model"]["precision"]
+    depth = recipe["evaluate"]["rerank_depth"]
+    spec = (
+        f"hybrid:{dense}?precision={precision}&fusion=dbsf&candidates=100"
+        f"+rerank:{(out / 'models' / 'reranker-onnx').resolve()}?top_k={depth}"
+        f"&precision={results['export-reranker']['precision']}&max_length={recipe['train']['reranker']['max_length']}"
+        "&fuse=2"
+    )
+    dataset = sample_corpus(load_beir(recipe["dataset"]["path"], "test"), 30, seed=recipe_from_dict(recipe).seed)
+    run = evaluate_systems(dataset, [spec], metrics=["nDCG@10"], progress=False).systems[0].run
+    components["ranker"].top_k = depth
+    compared = 0
+    for query_id, text in dataset.queries.items():
+        head = [d for d, _ in sorted(run.get(query_id, {}).items(), key=lambda item: -item[1])[:depth]]
+        assert [d.id for d in run_query(pipeline, text)] == head, query_id
+        compared += bool(head)
+    assert compared > 0
+
+
 def test_a_store_of_another_corpus_is_not_scored_as_the_saved_pipeline(
     first_run: tuple[dict[str, Any], Path, RunSummary], tmp_path: Path
 ) -> None:
@@ -596,6 +632,11 @@ def test_cli_recipe_dump_check_and_errors(tmp_path: Path, capsys: pytest.Capture
 
     rrf = recipe_from_dict({"serve": {"fusion": "rrf"}})
     assert GATE.config(rrf) != GATE.config(recipe)  # the gate's reranker check runs on the served fusion: re-run it
+    alone = recipe_from_dict({"serve": {"rerank_first_stage_weight": 0}})
+    assert GATE.config(alone) != GATE.config(recipe)  # ... and reranks as served
+    path.write_text("serve:\n  rerank_first_stage_weight: -1\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "serve.rerank_first_stage_weight: must be 0 or more, got -1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -620,6 +661,8 @@ def test_system_aliases_become_specs() -> None:
         "hybrid:/m/ret?precision=fp32&fusion=dbsf&candidates=100+rerank:/m/rr?top_k=20&precision=int8&max_length=192"
     )
     assert system_spec("hybrid-zero-shot", models) == "hybrid:/m/base?precision=int8&fusion=dbsf&candidates=100"
+    fused = dataclasses.replace(models, rerank_first_stage_weight=2.0)  # serve.rerank_first_stage_weight
+    assert system_spec("hybrid+rerank", fused) == system_spec("hybrid+rerank", models) + "&fuse=2"
     rrf = dataclasses.replace(models, fusion="rrf")  # serve.fusion: rrf
     assert system_spec("hybrid-zero-shot", rrf) == "hybrid:/m/base?precision=int8&fusion=rrf&candidates=100"
     assert system_spec("dense:/x?precision=int8", models) == "dense:/x?precision=int8"

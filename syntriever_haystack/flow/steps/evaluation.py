@@ -41,7 +41,11 @@ EVALUATE = Step(
         "include_title": r.dataset.include_title,
         "max_length": r.train.reranker.max_length,
         # which saved pipeline is served, and whether its store holds the evaluation corpus
-        "serve": {"reranker": r.serve.reranker, "index_corpus": r.serve.index_corpus},
+        "serve": {
+            "reranker": r.serve.reranker,
+            "index_corpus": r.serve.index_corpus,
+            "rerank_first_stage_weight": r.serve.rerank_first_stage_weight,
+        },
     },
     outputs=lambda lay: [lay.evaluation / "results.json"],
     deps=("data", "base-model", "export-retriever", "export-reranker", "gate", "pipelines", "index"),

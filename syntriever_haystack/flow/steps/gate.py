@@ -75,7 +75,7 @@ def _evaluate(ctx: FlowContext, dataset: Any, systems: dict[str, str], baseline:
 
 def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     """Decide which trained components are served (label-free), and write report/gate.json + gate.md."""
-    from syntriever_haystack.flow.evaluation import hybrid_options
+    from syntriever_haystack.flow.evaluation import hybrid_options, rerank_options
     from syntriever_haystack.flow.steps.synthetic import read_gate_queries
     from syntriever_haystack.generate.label_free import gate_dataset
 
@@ -112,6 +112,7 @@ def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         reranked = (
             f"{hybrid}+rerank:{layout.reranker_onnx}?top_k={depth}&precision={ctx.precision('export-reranker')}"
             f"&max_length={ctx.recipe.train.reranker.max_length}"
+            + rerank_options(ctx.recipe.serve.rerank_first_stage_weight)
         )
         second = _evaluate(ctx, dataset, {"hybrid": hybrid, "hybrid+rerank": reranked}, "hybrid")
         check = _check("reranker", second["hybrid+rerank"], second["hybrid"], gate)
@@ -167,6 +168,7 @@ GATE = Step(
         "reranker": r.train.reranker.enabled,
         "include_title": r.dataset.include_title,
         "fusion": r.serve.fusion,  # the reranker check runs on the served hybrid
+        "rerank_first_stage_weight": r.serve.rerank_first_stage_weight,  # ... reranked as served
         "hybrid_candidates": HYBRID_CANDIDATES,
     },
     outputs=lambda lay: [lay.report / "gate.json"],

@@ -36,6 +36,7 @@ def run_pipelines(ctx: FlowContext, resume: bool) -> dict[str, Any]:
         top_k=ctx.recipe.serve.top_k,
         rerank_depth=ctx.recipe.evaluate.rerank_depth,
         fusion=ctx.recipe.serve.fusion,
+        rerank_first_stage_weight=ctx.recipe.serve.rerank_first_stage_weight,
     )
     paths = {"indexing": layout.indexing_yaml, "query": layout.query_yaml, "query-rerank": layout.query_rerank_yaml}
     result: dict[str, Any] = {

@@ -9,6 +9,7 @@ from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils.misc import _deduplicate_documents
 
 from syntriever_haystack.runtime.encode import score_documents
+from syntriever_haystack.runtime.fusion import fuse_scores
 from syntriever_haystack.runtime.inputs import (
     check_count,
     check_documents,
@@ -27,7 +28,8 @@ class SyntrieverRanker:
     Reranks Documents by relevance to a query with an exported (ONNX) cross-encoder, without torch.
 
     Documents are de-duplicated by id first (keeping the highest-scored copy); the returned Documents are
-    new objects whose ``score`` is the cross-encoder's relevance (sigmoid of the logit when ``scale_score``).
+    new objects whose ``score`` is the cross-encoder's relevance (sigmoid of the logit when ``scale_score``), or,
+    with ``first_stage_weight``, that relevance fused with the incoming (first-stage) scores.
     Pairs are sorted by length and padded per batch, so reranking 100 candidates stays fast on a CPU.
 
     ### Usage example
@@ -63,6 +65,7 @@ class SyntrieverRanker:
         scale_score: bool = True,
         score_threshold: float | None = None,
         batch_size: int = 4,
+        first_stage_weight: float = 0.0,
     ) -> None:
         """
         Create a SyntrieverRanker. Nothing is loaded until :meth:`warm_up` (or the first :meth:`run`).
@@ -90,7 +93,15 @@ class SyntrieverRanker:
         :param batch_size: Pairs per ONNX Runtime call. The memory of a call grows with batch x length^2 (attention):
             4 pairs at 256 tokens keep a serving process's peak about 100 MB below 16 pairs at the same speed
             (``benchmarks/serving_memory.py``); larger batches only pay off with short inputs.
-        :raises ValueError: If ``top_k`` or ``batch_size`` is not an integer >= 1, or ``num_threads`` /
+        :param first_stage_weight: Weight of the incoming Documents' own scores (the first stage's) in the returned
+            score: the cross-encoder's logits and the incoming scores are each normalised by their list's
+            distribution and summed, the logits with weight 1 (distribution-based score fusion, as
+            ``SyntrieverScoreFusionJoiner``). A cross-encoder trained on little synthetic data then refines the
+            first stage instead of replacing it. ``0`` (default): the cross-encoder's score alone; otherwise
+            ``scale_score`` does not apply (the fused score is returned) and incoming Documents without a score
+            count as the list's lowest.
+        :raises ValueError: If ``top_k`` or ``batch_size`` is not an integer >= 1, ``first_stage_weight`` is negative,
+            or ``num_threads`` /
             ``max_length`` is neither ``None`` nor an integer >= 1 (``max_length`` above the exported maximum fails in
             ``warm_up``).
         """
@@ -98,6 +109,8 @@ class SyntrieverRanker:
         check_count("SyntrieverRanker", "batch_size", batch_size)
         check_count("SyntrieverRanker", "num_threads", num_threads, optional=True)
         check_count("SyntrieverRanker", "max_length", max_length, optional=True)
+        if not (np.isfinite(first_stage_weight) and first_stage_weight >= 0):
+            raise ValueError(f"SyntrieverRanker: first_stage_weight must be a number >= 0, got {first_stage_weight}.")
         if score_threshold is not None and not np.isfinite(score_threshold):
             raise ValueError(
                 f"SyntrieverRanker: score_threshold must be a finite number or None, got {score_threshold}."
@@ -119,6 +132,7 @@ class SyntrieverRanker:
         self.scale_score = scale_score
         self.score_threshold = score_threshold
         self.batch_size = batch_size
+        self.first_stage_weight = float(first_stage_weight)
         self._model: OnnxModel | None = None
 
     @property
@@ -159,6 +173,7 @@ class SyntrieverRanker:
             scale_score=self.scale_score,
             score_threshold=self.score_threshold,
             batch_size=self.batch_size,
+            first_stage_weight=self.first_stage_weight,
         )
 
     @classmethod
@@ -222,9 +237,15 @@ class SyntrieverRanker:
             query_suffix=self.query_suffix,
             document_prefix=self.document_prefix,
             document_suffix=self.document_suffix,
-            scale_score=scale_score,
+            scale_score=scale_score and not self.first_stage_weight,
             batch_size=self.batch_size,
         )
+        if self.first_stage_weight:
+            scored = [unique[i] for i in with_text]
+            first = [(i, doc.score) for i, doc in enumerate(scored)]
+            cross = sorted(enumerate(scores.tolist()), key=lambda item: -item[1])
+            fused = dict(fuse_scores([first, cross], weights=[self.first_stage_weight, 1.0]))
+            scores = np.array([fused[i] for i in range(len(scored))], dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
         ranked = [replace(unique[with_text[i]], score=float(scores[i])) for i in order]
         ranked += [replace(unique[i], score=None) for i in textless]
