@@ -97,13 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     quick = sub.add_parser(
         "quickstart",
-        help="the default recipe on SciFact (or --dataset): ~15 min on 2 CPU cores, offline",
+        help="the default recipe on SciFact (or --dataset): ~18 min on 2 CPU cores, offline",
         description="Run the embedded default recipe, label-free: the offline local LLM writes queries for sampled "
         "passages of the corpus, sentence queries and mined hard negatives add volume, the offline MiniLM base is "
         "trained on them (Syntriever stage 1), exported to ONNX, checked by the ship gate on held-out synthetic "
         "queries, served in Haystack pipelines (in-memory store), evaluated against BM25 and the zero-shot base model "
         "when the dataset has judgments, and a sample query is answered. --budget medium also trains the LCE "
-        "reranker (served only if it passes the gate). Rerun to resume or to skip what is done.",
+        "reranker (fused with the first stage, served only if it passes the gate). Rerun to resume or to skip what is "
+        "done.",
     )
     quick.add_argument(
         "--dataset",

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from syntriever_haystack.cli_types import ranged
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.opensearch.cli_args import add_connection_arguments, connection_from_args, int_at_least
 from syntriever_haystack.paths import cache_root
@@ -329,6 +330,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "candidates": args.candidates,
         "quantization": args.quantization,
         "fusion": args.fusion,
+        "ranker_first_stage_weight": args.first_stage_weight,
     }
     if kind == "memory":
         from syntriever_haystack.serve.memory_store import check_memory_store, load_memory_store
@@ -496,6 +498,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_fusion(search, "of BM25 and dense")
     search.add_argument(
         "--candidates", type=int_at_least(1), default=50, help="best fused candidates given to the ranker (default 50)"
+    )
+    search.add_argument(
+        "--first-stage-weight",
+        type=ranged(float, 0),
+        default=0.0,
+        metavar="W",
+        help="--ranker's score fused with the first stage's (DBSF), the first stage weighted W to 1 (default 0: the "
+        "cross-encoder alone; a `syntriever run` reranker is served with 2)",
     )
     search.add_argument(
         "--quantization", "--precision", choices=["fp32", "int8"], default="fp32", help="ONNX weights: fp32 or int8"

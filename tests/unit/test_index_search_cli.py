@@ -87,6 +87,15 @@ def test_index_then_search_memory_store(
     scores = [r["score"] for r in json.loads(capsys.readouterr().out)["results"]]
     assert len(scores) == 3
     assert scores == sorted(scores, reverse=True)
+    assert all(0 < s < 1 for s in scores)  # the cross-encoder's sigmoid
+    fused = [*search, "heart attack", "--ranker", str(exported_cross_encoder), "--first-stage-weight", "2", "--json"]
+    assert main(fused) == 0
+    scores = [r["score"] for r in json.loads(capsys.readouterr().out)["results"]]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] > 1  # a sum of two distribution-normalised scores
+    with pytest.raises(SystemExit):
+        main([*search, "heart", "--ranker", str(exported_cross_encoder), "--first-stage-weight", "-1"])
+    assert "argument --first-stage-weight: must be a number >= 0, got '-1'" in capsys.readouterr().err
 
     # --pipelines-out: YAML that loads and queries the same store once its file is loaded (shared index name).
     assert sorted(p.name for p in pipes.iterdir()) == ["indexing.yaml", "query.yaml"]
