@@ -58,7 +58,7 @@ class Reranker:
 
         :param fuse: Weight of the first stage's scores fused with the cross-encoder's (weight 1) over the ``top_k``
             by distribution-based score fusion (:func:`~syntriever_haystack.runtime.fusion.fuse_scores`), as the
-            served ``SyntrieverScoreFusionJoiner`` after the ranker does; 0: the cross-encoder's order alone.
+            served ``SyntrieverRanker(first_stage_weight=fuse)`` does; 0: the cross-encoder's order alone.
         """
         if top_k <= 0:
             raise SystemSpecError(f"top_k must be > 0 for a rerank stage, got {top_k}")

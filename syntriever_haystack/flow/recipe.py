@@ -356,12 +356,14 @@ class GateSection:
     :param min_delta: A component ships when it beats what it replaces by more than this ...
     :param max_p: ... and the paired test over the held-out queries (``evaluate.test``) gives p at most this (1: no
         test). With a few dozen held-out queries only a clear gain ships: the gate is built to never ship worse.
+        0.05 since a SciFact run's fused reranker passed at 0.1 (+0.039 on 32 held-out queries, p 0.09) and lowered
+        the test judgments' nDCG@10 by 0.010 (docs/training.md).
     """
 
     enabled: bool = True
     metric: str = "nDCG@10"
     min_delta: float = 0.0
-    max_p: float = 0.1
+    max_p: float = 0.05
 
 
 @dataclass
