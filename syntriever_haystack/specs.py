@@ -319,7 +319,9 @@ def parse_system(spec: str) -> SystemSpec:
         if not target:
             raise SystemSpecError(f"'+rerank:' needs an exported ranker folder in {spec!r}")
         _check_params("rerank", params, spec)
-        rerankers.append(StageSpec("rerank", target, params))
+        stage = StageSpec("rerank", target, params)
+        stage.float_option("fuse", 0.0)  # a bad weight fails here, before any first stage runs
+        rerankers.append(stage)
     return SystemSpec(text, _parse_first_stage(first, spec), tuple(rerankers))
 
 

@@ -8,6 +8,7 @@ systems that rerank overlapping candidate lists with the same model score a pair
 from __future__ import annotations
 
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
+from syntriever_haystack.evaluate.search import ranked_scores
 from syntriever_haystack.evaluate.texts import SplitTexts, int_option, progress
 from syntriever_haystack.runtime.encode import score_documents
 from syntriever_haystack.runtime.fusion import fuse_scores
@@ -70,9 +71,9 @@ class Reranker:
                 run[query_id] = {}
                 continue
             scores = self.score(query_id, query, [d for d, _ in head], texts.text_of)
-            if fuse > 0.0:
+            if fuse > 0.0:  # equal fused scores keep the first stage's order, as the ranker's stable sort does
                 reranked = sorted(scores.items(), key=lambda item: -item[1])
-                scores = dict(fuse_scores([head, reranked], weights=[fuse, 1.0]))
+                scores = ranked_scores(fuse_scores([head, reranked], weights=[fuse, 1.0]))
             floor = min(scores.values()) - 1.0
             for i, (doc_id, _) in enumerate(tail):
                 scores[doc_id] = floor - i

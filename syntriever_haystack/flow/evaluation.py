@@ -56,7 +56,7 @@ def hybrid_options(fusion: str) -> str:
 
 def rerank_options(first_stage_weight: float) -> str:
     """The ``+rerank:`` SPEC parameter that fuses as the saved ranker does (``&``-prefixed; empty for 0)."""
-    return f"&fuse={first_stage_weight:g}" if first_stage_weight else ""
+    return f"&fuse={first_stage_weight:.17g}" if first_stage_weight else ""
 
 
 def system_spec(name: str, models: Models) -> str:

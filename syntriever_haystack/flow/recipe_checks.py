@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from syntriever_haystack.errors import SyntrieverError
-from syntriever_haystack.specs import JudgeSpec, LLMSpec, SpecError, SystemSpec
+from syntriever_haystack.specs import HYBRID_CANDIDATES, JudgeSpec, LLMSpec, SpecError, SystemSpec
 
 __all__ = ["SYSTEM_ALIASES", "Problems", "RecipeError", "validate"]
 
@@ -146,6 +146,11 @@ def _check_ranges(recipe: Any, problems: Problems) -> None:
         "serve.rerank_first_stage_weight",
     ):
         _check(value(key) >= 0 and _finite(value(key)), f"{key}: must be 0 or more, got {value(key)}")
+    _check(
+        recipe.evaluate.rerank_depth <= HYBRID_CANDIDATES,
+        f"evaluate.rerank_depth: at most {HYBRID_CANDIDATES} (the hybrid's depth in the gate and the evaluation), "
+        f"got {recipe.evaluate.rerank_depth}",
+    )
     interpolation = recipe.train.retriever.interpolation
     _check(
         0 < interpolation <= 1,

@@ -284,7 +284,12 @@ def _search_run(args: argparse.Namespace) -> tuple[list[Document], dict[str, Any
 
     used = [
         flag
-        for flag, value in (("--model", args.model), ("--ranker", args.ranker), ("--store-path", args.store_path))
+        for flag, value in (
+            ("--model", args.model),
+            ("--ranker", args.ranker),
+            ("--store-path", args.store_path),
+            ("--first-stage-weight", args.first_stage_weight),
+        )
         if value
     ]
     if used:
@@ -316,6 +321,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return _print_results(args, found, saved, time.perf_counter() - started)
     if args.rerank:
         raise SyntrieverError("--rerank picks a run's query-rerank.yaml: use it with --run (or pass --ranker DIR).")
+    if args.first_stage_weight and not args.ranker:
+        raise SyntrieverError("--first-stage-weight weighs the first stage against --ranker: pass --ranker DIR too.")
     if not args.model:
         raise SyntrieverError(
             "say what to search: --run RUN_FOLDER (a `syntriever run` folder, e.g. runs/quickstart), or --model "

@@ -475,8 +475,9 @@ def test_fused_rerank_equals_brute_force_dbsf(
         assert got[4:] == [d for d, _ in rank_documents(scores)[4:]]
         checked += 1
     assert checked == len(dataset.queries)
-    with pytest.raises(SystemSpecError, match=r"fuse='-1'.*must be a number >= 0"):
-        runner.run(parse_system(f"dense:{exported_bi_encoder}+rerank:{exported_cross_encoder}?fuse=-1"))
+    for bad in ("-1", "nan", "inf", "abc"):  # refused when the SPEC is parsed, before any first stage runs
+        with pytest.raises(SystemSpecError, match=rf"fuse='{bad}'.*must be a number >= 0"):
+            parse_system(f"dense:{exported_bi_encoder}+rerank:{exported_cross_encoder}?fuse={bad}")
 
 
 # --------------------------------------------------------------------------- saved pipelines (pipeline:PATH)

@@ -634,6 +634,16 @@ def test_cli_recipe_dump_check_and_errors(tmp_path: Path, capsys: pytest.Capture
     assert GATE.config(rrf) != GATE.config(recipe)  # the gate's reranker check runs on the served fusion: re-run it
     alone = recipe_from_dict({"serve": {"rerank_first_stage_weight": 0}})
     assert GATE.config(alone) != GATE.config(recipe)  # ... and reranks as served
+    from syntriever_haystack.flow.steps.evaluation import EVALUATE
+    from syntriever_haystack.flow.steps.serving import PIPELINES
+
+    assert EVALUATE.config(alone) != EVALUATE.config(recipe)  # the library's hybrid+rerank fuses as served
+    assert PIPELINES.config(alone) != PIPELINES.config(recipe)  # the saved ranker's weight
+    path.write_text("evaluate:\n  rerank_depth: 150\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
+    assert "evaluate.rerank_depth: at most 100 (the hybrid's depth in the gate and the evaluation), got 150" in (
+        capsys.readouterr().err
+    )
     path.write_text("serve:\n  rerank_first_stage_weight: -1\n")
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 1
     assert "serve.rerank_first_stage_weight: must be 0 or more, got -1" in capsys.readouterr().err

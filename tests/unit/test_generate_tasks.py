@@ -660,6 +660,7 @@ def test_passages_are_grouped_by_their_prompt_prefix() -> None:
         for t in set(firsts):
             inside = [p.doc_id for p in ordered if query_types_for(p.doc_id, types, n)[0] == t]
             assert inside == [p.doc_id for p in passages if query_types_for(p.doc_id, types, n)[0] == t]
+    assert by_prompt_prefix(passages, types, 3) == passages  # every passage starts with the first type: unchanged
 
 
 # ------------------------------------------------------------------------------- filters in the reranker task

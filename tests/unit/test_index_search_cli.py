@@ -96,6 +96,10 @@ def test_index_then_search_memory_store(
     with pytest.raises(SystemExit):
         main([*search, "heart", "--ranker", str(exported_cross_encoder), "--first-stage-weight", "-1"])
     assert "argument --first-stage-weight: must be a number >= 0, got '-1'" in capsys.readouterr().err
+    assert main([*search, "heart", "--first-stage-weight", "2"]) == 1  # nothing to weigh against: not ignored
+    assert "--first-stage-weight weighs the first stage against --ranker: pass --ranker DIR too" in (
+        capsys.readouterr().err
+    )
 
     # --pipelines-out: YAML that loads and queries the same store once its file is loaded (shared index name).
     assert sorted(p.name for p in pipes.iterdir()) == ["indexing.yaml", "query.yaml"]

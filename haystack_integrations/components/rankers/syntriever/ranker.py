@@ -88,8 +88,10 @@ class SyntrieverRanker:
         :param document_suffix: Text added after each document.
         :param meta_fields_to_embed: Meta fields whose values are scored along with the content.
         :param embedding_separator: Separator between the meta values and the content.
-        :param scale_score: Return ``sigmoid(logit)`` in [0, 1] instead of the raw logit.
-        :param score_threshold: Drop Documents scoring below this (on the returned, possibly scaled, score).
+        :param scale_score: Return ``sigmoid(logit)`` in [0, 1] instead of the raw logit (not with
+            ``first_stage_weight``: the fused score is returned).
+        :param score_threshold: Drop Documents scoring below this (on the returned score: possibly scaled, or with
+            ``first_stage_weight`` the fused one, which is relative to the list and not comparable across queries).
         :param batch_size: Pairs per ONNX Runtime call. The memory of a call grows with batch x length^2 (attention):
             4 pairs at 256 tokens keep a serving process's peak about 100 MB below 16 pairs at the same speed
             (``benchmarks/serving_memory.py``); larger batches only pay off with short inputs.
