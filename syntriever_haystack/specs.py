@@ -162,8 +162,8 @@ class StageSpec:
         try:
             number = float(value)
         except ValueError:
-            number = -1.0
-        if not number >= 0.0 or number == float("inf"):
+            number = math.nan
+        if not 0.0 <= number < math.inf:
             raise SystemSpecError(f"{key}={value!r} in system stage {self}: must be a number >= 0 (e.g. {key}=1)")
         return number
 

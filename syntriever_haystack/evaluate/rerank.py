@@ -72,8 +72,7 @@ class Reranker:
                 continue
             scores = self.score(query_id, query, [d for d, _ in head], texts.text_of)
             if fuse > 0.0:  # equal fused scores keep the first stage's order, as the ranker's stable sort does
-                reranked = sorted(scores.items(), key=lambda item: -item[1])
-                scores = ranked_scores(fuse_scores([head, reranked], weights=[fuse, 1.0]))
+                scores = ranked_scores(fuse_scores([head, list(scores.items())], weights=[fuse, 1.0]))
             floor = min(scores.values()) - 1.0
             for i, (doc_id, _) in enumerate(tail):
                 scores[doc_id] = floor - i

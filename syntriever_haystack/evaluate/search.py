@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
+from syntriever_haystack.runtime.fusion import fuse_scores
 from syntriever_haystack.specs import RRF_K, SystemSpecError
 
 __all__ = ["dense_run", "ranked_scores", "reciprocal_rank_fusion", "score_fusion", "top_k_search", "truncate_run"]
@@ -113,8 +114,6 @@ def score_fusion(runs: list[Run], *, depth: int = 100) -> Run:
     :param runs: The runs to fuse (a query missing from a run is an empty list for it).
     :param depth: Documents kept per query (the joiner's ``top_k``).
     """
-    from syntriever_haystack.runtime.fusion import fuse_scores
-
     fused: Run = {}
     for query_id in dict.fromkeys(q for run in runs for q in run):
         lists = [rank_documents(run.get(query_id, {})) for run in runs]

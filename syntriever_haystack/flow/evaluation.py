@@ -54,9 +54,13 @@ def hybrid_options(fusion: str) -> str:
     return f"&fusion={fusion}&candidates={HYBRID_CANDIDATES}"
 
 
-def rerank_options(first_stage_weight: float) -> str:
-    """The ``+rerank:`` SPEC parameter that fuses as the saved ranker does (``&``-prefixed; empty for 0)."""
-    return f"&fuse={first_stage_weight:.17g}" if first_stage_weight else ""
+def rerank_stage(
+    reranker: Path, *, depth: int, precision: Precision, max_length: int, first_stage_weight: float
+) -> str:
+    """The ``+rerank:`` SPEC stage that reranks as the saved ranker does: its top ``depth``, at its precision and
+    length, fused with the first stage by ``first_stage_weight`` (no ``fuse`` for 0)."""
+    fuse = f"&fuse={first_stage_weight:.17g}" if first_stage_weight else ""
+    return f"+rerank:{reranker}?top_k={depth}&precision={precision}&max_length={max_length}{fuse}"
 
 
 def system_spec(name: str, models: Models) -> str:
@@ -89,9 +93,12 @@ def system_spec(name: str, models: Models) -> str:
     if plus:
         if models.reranker is None:
             raise ValueError(f"system {name!r} needs the trained reranker, which this run has not built")
-        spec += (
-            f"+rerank:{models.reranker}?top_k={models.rerank_depth}&precision={models.reranker_precision}"
-            f"&max_length={models.reranker_max_length}" + rerank_options(models.rerank_first_stage_weight)
+        spec += rerank_stage(
+            models.reranker,
+            depth=models.rerank_depth,
+            precision=models.reranker_precision,
+            max_length=models.reranker_max_length,
+            first_stage_weight=models.rerank_first_stage_weight,
         )
     return spec
 

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from syntriever_haystack.flow.recipe_checks import SYSTEM_ALIASES, RecipeError
 from syntriever_haystack.flow.recipe_checks import Problems as _Problems
 from syntriever_haystack.flow.recipe_checks import validate as _validate
+from syntriever_haystack.specs import DEFAULT_FUSION, Fusion
 
 __all__ = [
     "SYSTEM_ALIASES",
@@ -310,7 +311,7 @@ class ServeSection:
     index_corpus: Literal["evaluation", "full"] = "evaluation"
     top_k: int = 5
     reranker: Literal["auto", "always", "never"] = "auto"
-    fusion: Literal["dbsf", "rrf"] = "dbsf"
+    fusion: Fusion = DEFAULT_FUSION
     rerank_first_stage_weight: float = 2.0
 
 

@@ -75,7 +75,7 @@ def _evaluate(ctx: FlowContext, dataset: Any, systems: dict[str, str], baseline:
 
 def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     """Decide which trained components are served (label-free), and write report/gate.json + gate.md."""
-    from syntriever_haystack.flow.evaluation import hybrid_options, rerank_options
+    from syntriever_haystack.flow.evaluation import hybrid_options, rerank_stage
     from syntriever_haystack.flow.steps.synthetic import read_gate_queries
     from syntriever_haystack.generate.label_free import gate_dataset
 
@@ -108,11 +108,12 @@ def run_gate(ctx: FlowContext, resume: bool) -> dict[str, Any]:
     served_reranker = False
     if reranker_enabled(ctx.recipe):
         hybrid = "hybrid:" + served_dense.split(":", 1)[1] + hybrid_options(ctx.recipe.serve.fusion)
-        depth = ctx.recipe.evaluate.rerank_depth
-        reranked = (
-            f"{hybrid}+rerank:{layout.reranker_onnx}?top_k={depth}&precision={ctx.precision('export-reranker')}"
-            f"&max_length={ctx.recipe.train.reranker.max_length}"
-            + rerank_options(ctx.recipe.serve.rerank_first_stage_weight)
+        reranked = hybrid + rerank_stage(
+            layout.reranker_onnx,
+            depth=ctx.recipe.evaluate.rerank_depth,
+            precision=ctx.precision("export-reranker"),
+            max_length=ctx.recipe.train.reranker.max_length,
+            first_stage_weight=ctx.recipe.serve.rerank_first_stage_weight,
         )
         second = _evaluate(ctx, dataset, {"hybrid": hybrid, "hybrid+rerank": reranked}, "hybrid")
         check = _check("reranker", second["hybrid+rerank"], second["hybrid"], gate)

@@ -242,12 +242,10 @@ class SyntrieverRanker:
             scale_score=scale_score and not self.first_stage_weight,
             batch_size=self.batch_size,
         )
-        if self.first_stage_weight:
-            scored = [unique[i] for i in with_text]
-            first = [(i, doc.score) for i, doc in enumerate(scored)]
-            cross = sorted(enumerate(scores.tolist()), key=lambda item: -item[1])
-            fused = dict(fuse_scores([first, cross], weights=[self.first_stage_weight, 1.0]))
-            scores = np.array([fused[i] for i in range(len(scored))], dtype=np.float64)
+        if self.first_stage_weight:  # keyed by position among the scored Documents
+            first = [(i, unique[j].score) for i, j in enumerate(with_text)]
+            fused = dict(fuse_scores([first, list(enumerate(scores.tolist()))], [self.first_stage_weight, 1.0]))
+            scores = np.array([fused[i] for i in range(len(with_text))], dtype=np.float64)
         order = np.argsort(-scores, kind="stable")
         ranked = [replace(unique[with_text[i]], score=float(scores[i])) for i in order]
         ranked += [replace(unique[i], score=None) for i in textless]
