@@ -46,6 +46,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "ranker": {"batch_size": 16},
     },
     "mem pattern on": {"session": {"enable_mem_pattern": True}},
+    "ranker batch 1": {"ranker": {"batch_size": 1}},
+    "ranker batch 2": {"ranker": {"batch_size": 2}},
     "ranker batch 8": {"ranker": {"batch_size": 8}},
     "ranker batch 16": {"ranker": {"batch_size": 16}},
     "arena off": {"session": {"enable_cpu_mem_arena": False}},

@@ -99,7 +99,8 @@ def save_memory_store(store: InMemoryDocumentStore, path: str | Path, record: di
     """
     target = Path(path).expanduser()
     data: dict[str, Any] = in_memory_config(store)  # plain InMemoryDocumentStore settings: load_from_disk reads it
-    documents = list(store.storage.values())
+    stored = getattr(store, "stored_documents", None)  # with the embeddings a loaded store keeps beside them
+    documents = stored() if stored is not None else list(store.storage.values())
     data["documents"] = [_document_record(doc) for doc in documents]
     data[META_KEY] = record
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +177,10 @@ def check_memory_store(
     space = vector_space(metadata)
     dimension = record.get("dimension")
     if dimension is None:
-        first = next((d for d in store.storage.values() if d.embedding is not None), None)
-        dimension = len(first.embedding) if first is not None and first.embedding is not None else None
+        embedding_of = getattr(store, "embedding_of", None)
+        embeddings = (d.embedding if embedding_of is None else embedding_of(d) for d in store.storage.values())
+        first = next((e for e in embeddings if e is not None), None)
+        dimension = len(first) if first is not None else None
     problems = []
     if dimension is not None and int(dimension) != space.dimension:
         problems.append(f"{label} holds {int(dimension)}-d vectors, the model makes {space.dimension}-d vectors")

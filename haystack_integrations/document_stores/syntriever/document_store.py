@@ -1,31 +1,49 @@
 from __future__ import annotations
 
-import json
+import logging
 import sys
 import threading
 import weakref
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 from haystack import Document, default_from_dict, default_to_dict
 from haystack.core.serialization import generate_qualified_class_name
 from haystack.document_stores.in_memory import InMemoryDocumentStore
-from haystack.document_stores.types import DuplicatePolicy
+from haystack.document_stores.in_memory.document_store import BM25DocumentStats
 
+from haystack_integrations.document_stores.syntriever._vectors import DetachedVectors, parse_store_json
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.runtime.bm25 import bm25_index_dir
 from syntriever_haystack.runtime.locations import resolve_path
 
 META_KEY = "syntriever"
+logger = logging.getLogger(__name__)
+
+# Per shared index (process-global, as Haystack's storages): the vectors kept beside the loaded Documents, and
+# whether Haystack's BM25 statistics of the loaded Documents are still to be counted. Non-shared stores keep theirs.
+_SHARED_STATE: dict[str, dict[str, Any]] = {"vectors": {}, "bm25_pending": {}}
+_BM25_LOCK = threading.RLock()
+_BARE = threading.local()
 
 
 class StoreFile:
     """A parsed store file: the ``InMemoryDocumentStore`` settings, the documents, the ``"syntriever"`` record."""
 
-    __slots__ = ("__weakref__", "documents", "record", "settings")
+    __slots__ = ("__weakref__", "documents", "record", "settings", "vectors")
 
-    def __init__(self, settings: dict[str, Any], documents: list[Document], record: dict[str, Any]) -> None:
-        self.settings, self.documents, self.record = settings, documents, record
+    def __init__(
+        self,
+        settings: dict[str, Any],
+        documents: list[Document],
+        record: dict[str, Any],
+        vectors: DetachedVectors | None = None,
+    ) -> None:
+        self.settings, self.documents, self.record, self.vectors = settings, documents, record, vectors
 
 
 # Parsed store files by (file, mtime, size), while a store holds them: the stores of one loaded pipeline (a YAML
@@ -51,14 +69,14 @@ def read_store_file(path: Path) -> StoreFile:
         parsed = _PARSED.get(key)
         if parsed is None:
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                documents = [Document.from_dict(d) for d in data.get("documents") or []]
+                data, documents, vectors = parse_store_json(path.read_text(encoding="utf-8"))
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise SyntrieverError(
                     f"cannot read the document store file {path}: {exc}. Rebuild it (`syntriever index` or "
                     "`syntriever run RECIPE --force-step index`)."
                 ) from exc
-            parsed = StoreFile(dict(data.get("init_parameters") or {}), documents, dict(data.get(META_KEY) or {}))
+            settings, record = dict(data.get("init_parameters") or {}), dict(data.get(META_KEY) or {})
+            parsed = StoreFile(settings, documents, record, vectors)
             _PARSED[key] = parsed
     return parsed
 
@@ -147,7 +165,85 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         )
         if documents and not self._holds(documents):
             self.delete_all_documents()
-            self.write_documents(documents, policy=DuplicatePolicy.OVERWRITE)
+            self._load(documents, self._file.vectors if self._file else None)
+
+    # ------------------------------------------------------------------ loading: vectors and BM25 statistics
+    def _load(self, documents: list[Document], vectors: DetachedVectors | None) -> None:
+        """Put the file's Documents in the storage (the last of an id wins, as an overwrite), their vectors beside
+        them, and leave Haystack's BM25 statistics to be counted when first needed."""
+        storage = self.storage
+        for document in documents:
+            storage[document.id] = document
+        self._set_state("vectors", vectors)
+        self._set_state("bm25_pending", True)
+
+    def _state(self, name: str) -> Any:
+        """This store's ``name`` in ``_SHARED_STATE`` (its index's, when shared; its own, else)."""
+        return _SHARED_STATE[name].get(self.index) if self._shared else self.__dict__.get(f"_local_{name}")
+
+    def _set_state(self, name: str, value: Any) -> None:
+        if not self._shared:
+            self.__dict__[f"_local_{name}"] = value
+        elif value is None:
+            _SHARED_STATE[name].pop(self.index, None)
+        else:
+            _SHARED_STATE[name][self.index] = value
+
+    @property
+    def _vectors(self) -> DetachedVectors | None:
+        vectors: DetachedVectors | None = self._state("vectors")
+        return vectors
+
+    def _count_bm25(self) -> None:
+        """Haystack's BM25 statistics of the loaded Documents, counted as ``write_documents`` counts them (same
+        order, same running average), the first time anything reads them. A serving process that searches with
+        ``SyntrieverBM25Retriever`` (its own index) never does: SciFact, 20 MB less."""
+        if not self._state("bm25_pending"):
+            return
+        with _BM25_LOCK:
+            if not self._state("bm25_pending"):
+                return
+            attr = InMemoryDocumentStore._bm25_attr.fget(self)  # type: ignore[attr-defined]
+            vocab: Counter = InMemoryDocumentStore._freq_vocab_for_idf.fget(self)  # type: ignore[attr-defined]
+            average = InMemoryDocumentStore._avg_doc_len.fget(self)  # type: ignore[attr-defined]
+            for document in self.storage.values():
+                if document.content is None:
+                    continue
+                tokens = self._tokenize_bm25(document.content)
+                attr[document.id] = BM25DocumentStats(Counter(tokens), len(tokens))
+                vocab.update(set(tokens))
+                average = (len(tokens) + average * (len(attr) - 1)) / len(attr)
+            InMemoryDocumentStore._avg_doc_len.fset(self, average)  # type: ignore[attr-defined]
+            self._set_state("bm25_pending", None)
+
+    @property
+    def _bm25_attr(self) -> dict[str, BM25DocumentStats]:
+        self._count_bm25()
+        attr: dict[str, BM25DocumentStats] = InMemoryDocumentStore._bm25_attr.fget(self)  # type: ignore[attr-defined]
+        return attr
+
+    @property
+    def _freq_vocab_for_idf(self) -> Counter:
+        self._count_bm25()
+        vocab: Counter = InMemoryDocumentStore._freq_vocab_for_idf.fget(self)  # type: ignore[attr-defined]
+        return vocab
+
+    @property
+    def _avg_doc_len(self) -> float:
+        self._count_bm25()
+        average: float = InMemoryDocumentStore._avg_doc_len.fget(self)  # type: ignore[attr-defined]
+        return average
+
+    @_avg_doc_len.setter
+    def _avg_doc_len(self, value: float) -> None:
+        self._count_bm25()
+        InMemoryDocumentStore._avg_doc_len.fset(self, value)  # type: ignore[attr-defined]
+
+    def delete_all_documents(self) -> None:
+        """Delete all documents (and the vectors kept beside them)."""
+        super().delete_all_documents()
+        self._set_state("vectors", None)
+        self._set_state("bm25_pending", None)
 
     def _holds(self, documents: list[Document]) -> bool:
         """Whether the storage already holds exactly these Document objects (another store of the same pipeline
@@ -156,6 +252,125 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         return len(storage) == len(documents) and all(
             stored is doc for stored, doc in zip(storage.values(), documents, strict=True)
         )
+
+    # ------------------------------------------------------------------ embeddings where Haystack shows them
+    def embedding_of(self, document: Document) -> list[float] | None:
+        """The embedding of a stored ``document``: its own, or the one kept beside it (a Document loaded from the
+        file holds ``embedding=None`` and its vector in one matrix of the store: issue 17's serving memory)."""
+        if document.embedding is not None:
+            return document.embedding
+        vectors = self._vectors
+        return vectors.embedding(document) if vectors is not None else None
+
+    def stored_documents(self) -> list[Document]:
+        """Every stored Document with its embedding (new Document objects only where it was kept beside them)."""
+        return [self._with_embedding(doc) for doc in self.storage.values()]
+
+    def _with_embedding(self, document: Document) -> Document:
+        if document.embedding is not None:
+            return document
+        embedding = self.embedding_of(document)
+        return document if embedding is None else replace(document, embedding=embedding)
+
+    def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
+        """Haystack's ``filter_documents``; with ``return_embedding``, each Document has its embedding."""
+        documents = super().filter_documents(filters)
+        if not self.return_embedding or getattr(_BARE, "active", False) or self._vectors is None:
+            return documents
+        return [self._with_embedding(doc) for doc in documents]
+
+    @contextmanager
+    def _bare(self) -> Iterator[None]:
+        """Within: ``filter_documents`` returns the stored objects as they are (Haystack's BM25 only reads text)."""
+        previous = getattr(_BARE, "active", False)
+        _BARE.active = True
+        try:
+            yield
+        finally:
+            _BARE.active = previous
+
+    def bm25_retrieval(
+        self, query: str, filters: dict[str, Any] | None = None, top_k: int = 10, scale_score: bool = False
+    ) -> list[Document]:
+        """Haystack's ``bm25_retrieval`` (the kept vectors are not copied for every candidate)."""
+        with self._bare():
+            documents = super().bm25_retrieval(query, filters=filters, top_k=top_k, scale_score=scale_score)
+        if not self.return_embedding or self._vectors is None:
+            return documents
+        storage = self.storage
+        out = []
+        for doc in documents:
+            stored = storage.get(doc.id)
+            embedding = None if doc.embedding is not None or stored is None else self.embedding_of(stored)
+            out.append(doc if embedding is None else replace(doc, embedding=embedding))
+        return out
+
+    def embedding_retrieval(
+        self,
+        query_embedding: list[float],
+        filters: dict[str, Any] | None = None,
+        top_k: int = 10,
+        scale_score: bool = False,
+        return_embedding: bool | None = False,
+    ) -> list[Document]:
+        """Haystack's ``embedding_retrieval``, over the Documents' own embeddings and those kept beside them."""
+        if len(query_embedding) == 0 or not isinstance(query_embedding[0], float):
+            raise ValueError("query_embedding should be a non-empty list of floats.")
+        with self._bare():
+            candidates = super().filter_documents(filters) if filters else list(self.storage.values())
+        vectors = self._vectors
+        searchable = [
+            doc
+            for doc in candidates
+            if doc.embedding is not None or (vectors is not None and vectors.row(doc) is not None)
+        ]
+        if not searchable:
+            logger.warning("No Documents found with embeddings. Returning empty list.")
+            return []
+        scores = self._compute_query_embedding_similarity_scores(query_embedding, searchable, scale_score)
+        resolved = self.return_embedding if return_embedding is None else return_embedding
+        top = []
+        for doc, score in sorted(zip(searchable, scores, strict=True), key=lambda x: x[1], reverse=True)[:top_k]:
+            fields = doc.to_dict()
+            fields["score"] = score
+            fields["embedding"] = self.embedding_of(doc) if resolved else None
+            top.append(Document.from_dict(fields))
+        return top
+
+    def _search_matrix(self, documents: list[Document]) -> Any:
+        """The float32 matrix of ``documents``' vectors (unit rows for cosine), or ``None`` if they are ragged;
+        built once and reused while the same Document objects are searched."""
+        import numpy as np
+
+        cached: tuple[list[Document], Any] | None = self.__dict__.get("_dense_matrix")
+        if (
+            cached is not None
+            and len(cached[0]) == len(documents)
+            and all(a is b for a, b in zip(cached[0], documents, strict=True))
+        ):
+            return cached[1]
+        vectors = self._vectors
+        rows = [vectors.row(doc) for doc in documents] if vectors is not None else [None] * len(documents)
+        if vectors is not None and all(r is not None for r in rows):
+            if rows == list(range(len(vectors.documents))) and vectors.matrix.dtype == np.float32:
+                matrix = vectors.matrix  # the whole file, in order: no copy (a copy only for cosine, below)
+            else:
+                matrix = vectors.matrix[[r for r in rows if r is not None]].astype(np.float32)
+        else:
+            try:
+                matrix = np.asarray(
+                    [doc.embedding if r is None else vectors.matrix[r] for doc, r in zip(documents, rows, strict=True)],  # type: ignore[union-attr]
+                    dtype=np.float32,
+                )
+            except ValueError:  # ragged vectors
+                return None
+            if matrix.ndim != 2:
+                return None
+        if self.embedding_similarity_function == "cosine":
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            matrix = matrix / np.where(norms == 0.0, 1.0, norms)
+        self.__dict__["_dense_matrix"] = (list(documents), matrix)  # holds the Documents: their ids stay theirs
+        return matrix
 
     def _compute_query_embedding_similarity_scores(
         self, embedding: list[float], documents: list[Document], scale_score: bool = False
@@ -166,27 +381,12 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         retriever's time). Scores agree with Haystack's to float32 precision; scaling is Haystack's."""
         import numpy as np
 
-        cached: tuple[list[Document], Any] | None = self.__dict__.get("_dense_matrix")
-        if (
-            cached is None
-            or len(cached[0]) != len(documents)
-            or any(a is not b for a, b in zip(cached[0], documents, strict=True))
-        ):
-            try:
-                matrix = np.asarray([doc.embedding for doc in documents], dtype=np.float32)
-            except ValueError:  # ragged vectors: Haystack's own error
-                return super()._compute_query_embedding_similarity_scores(embedding, documents, scale_score)
-            if matrix.ndim != 2:
-                return super()._compute_query_embedding_similarity_scores(embedding, documents, scale_score)
-            if self.embedding_similarity_function == "cosine":
-                norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-                matrix /= np.where(norms == 0.0, 1.0, norms)
-            cached = (list(documents), matrix)  # holds the Documents: their ids stay theirs while cached
-            self.__dict__["_dense_matrix"] = cached
-        matrix = cached[1]
+        matrix = self._search_matrix(documents)
         query = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        if query.shape[0] != matrix.shape[1]:
-            return super()._compute_query_embedding_similarity_scores(embedding, documents, scale_score)
+        if matrix is None or query.shape[0] != matrix.shape[1]:
+            return super()._compute_query_embedding_similarity_scores(
+                embedding, [self._with_embedding(doc) for doc in documents], scale_score
+            )
         if self.embedding_similarity_function == "cosine":
             norm = float(np.linalg.norm(query))
             query = query / (norm if norm else 1.0)
@@ -197,6 +397,16 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
             else:
                 scores = (scores + 1.0) / 2.0
         return [float(x) for x in scores]
+
+    def save_to_disk(self, path: str) -> None:
+        """Haystack's ``save_to_disk``, every Document with its embedding, in a file that both
+        ``InMemoryDocumentStore.load_from_disk`` and this store's ``path`` read."""
+        import json
+
+        data: dict[str, Any] = in_memory_config(self)
+        data["documents"] = [doc.to_dict(flatten=False) for doc in self.stored_documents()]
+        with open(path, "w") as handle:
+            json.dump(data, handle)
 
     def _tokenize_bm25(self, text: str) -> list[str]:
         """Haystack's BM25 tokens of ``text``, interned: the per-document token counts that ``write_documents`` keeps

@@ -198,6 +198,7 @@ class SyntrieverBM25Retriever:
         positions, scores = index.ranking(tokens, None if filters else top_k)
         strict = bool(getattr(self.document_store, "strict_datetime_comparison", False))
         keep_embedding = bool(getattr(self.document_store, "return_embedding", True))
+        embedding_of = getattr(self.document_store, "embedding_of", None)  # vectors a store keeps beside Documents
         found: list[Document] = []
         for position, score in zip(positions.tolist(), scores.tolist(), strict=True):
             document = documents[position]
@@ -205,11 +206,10 @@ class SyntrieverBM25Retriever:
                 filters=filters, document=document, strict_datetime_comparison=strict
             ):
                 continue
-            found.append(
-                replace(document, score=float(score))
-                if keep_embedding
-                else replace(document, score=float(score), embedding=None)
-            )
+            embedding = None
+            if keep_embedding:
+                embedding = embedding_of(document) if embedding_of is not None else document.embedding
+            found.append(replace(document, score=float(score), embedding=embedding))
             if len(found) == top_k:
                 break
         return {"documents": found}
