@@ -1,7 +1,7 @@
 """Serving memory benchmark: the peak RSS of a torch-free query process over 1,000 queries.
 
 The process serves the hybrid + rerank query pipeline of ``serve/pipelines.py`` (``query_pipeline``: BM25 and
-``SyntrieverTextEmbedder`` → embedding retriever, fused by reciprocal rank fusion, ``SyntrieverRanker`` over the
+``SyntrieverTextEmbedder`` → embedding retriever, fused by its default score fusion, ``SyntrieverRanker`` over the
 top 100 at 256 tokens, int8) on the SciFact corpus (5,183 documents), and runs 1,000 queries (SciFact test + train
 queries, cycling). Target (issue 17): peak RSS (VmHWM) <= 300 MB.
 
@@ -288,7 +288,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Serving memory (issue 17): peak RSS of a torch-free query process",
         "",
-        f"- pipeline: `query_pipeline` (BM25 + `SyntrieverTextEmbedder` → embedding retriever, RRF, "
+        f"- pipeline: `query_pipeline` (BM25 + `SyntrieverTextEmbedder` → embedding retriever, score fusion, "
         f"`SyntrieverRanker` over the top {report['rerank']} at 256 tokens); embedder {report['precision']}, "
         f"{report['ce_note']}",
         f"- corpus: SciFact, {report['documents']} documents, loaded from the saved store file (indexing not counted)",

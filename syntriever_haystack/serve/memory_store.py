@@ -146,7 +146,8 @@ def load_memory_store(path: str | Path) -> tuple[InMemoryDocumentStore, dict[str
     """Load a store file written by :func:`save_memory_store` (or by ``InMemoryDocumentStore.save_to_disk``).
 
     The store is a :class:`SyntrieverInMemoryDocumentStore` over the file (its BM25 index is the one saved next to
-    it), on the file's shared index name: pipelines on that index within this process see its documents.
+    it), on the file's shared index name: pipelines on that index within this process see its documents. Its
+    Documents hold their embeddings (``detach_vectors=False``), as a plain ``InMemoryDocumentStore`` needs.
 
     :param path: The JSON file.
     :returns: The store and its ``"syntriever"`` record (empty for a plain Haystack file).
@@ -158,7 +159,8 @@ def load_memory_store(path: str | Path) -> tuple[InMemoryDocumentStore, dict[str
             f"store file {source} does not exist; build it first with `syntriever index --store memory "
             f"--store-path {source} ...`."
         )
-    store = SyntrieverInMemoryDocumentStore(path=source.absolute(), missing="empty")
+    # the Documents keep their vectors: a plain InMemoryDocumentStore on the same index reads the storage itself
+    store = SyntrieverInMemoryDocumentStore(path=source.absolute(), missing="empty", detach_vectors=False)
     return store, dict(store.record)
 
 

@@ -57,7 +57,9 @@ def test_parse_keeps_every_value_and_detaches_only_top_level_vectors() -> None:
 def test_parse_float32_matrix_and_ragged_vectors_stay_lists() -> None:
     docs = _documents(4)
     _, parsed, vectors = parse_store_json(json.dumps({"documents": [d.to_dict(flatten=False) for d in docs]}))
-    assert vectors is not None and vectors.matrix.dtype == np.float32 and vectors.matrix.shape == (4, 6)
+    assert vectors is not None
+    assert vectors.matrix.dtype == np.float32
+    assert vectors.matrix.shape == (4, 6)
     ragged = [*docs, Document(id="short", content="z", embedding=[1.0, 2.0])]
     _, parsed, vectors = parse_store_json(json.dumps({"documents": [d.to_dict(flatten=False) for d in ragged]}))
     assert vectors is None
@@ -133,3 +135,106 @@ def test_bm25_statistics_are_counted_when_first_read(tmp_path: Path) -> None:
         assert store._avg_doc_len == plain._avg_doc_len
     finally:
         store.delete_all_documents()
+
+
+def test_stores_that_return_no_embedding_filter_and_search_as_haystack(tmp_path: Path) -> None:
+    docs = _documents()
+    path = _file(tmp_path, docs)
+    ours = SyntrieverInMemoryDocumentStore(path=path, shared=False, return_embedding=False)
+    plain = InMemoryDocumentStore(return_embedding=False)
+    plain.write_documents(InMemoryDocumentStore.load_from_disk(str(path)).filter_documents())
+    even = {"field": "meta.even", "operator": "==", "value": True}
+    query = [0.3, -1.0, 0.5, 0.1, 2.0, -0.4]
+    got = ours.embedding_retrieval(query, filters=even, top_k=5, return_embedding=None)
+    want = plain.embedding_retrieval(query, filters=even, top_k=5, return_embedding=None)
+    assert [(d.id, d.embedding) for d in got] == [(d.id, d.embedding) for d in want]
+    assert len(got) == 5
+    assert ours.filter_documents(even) == plain.filter_documents(even)
+
+
+def test_a_write_before_the_statistics_are_read_counts_each_document_once(tmp_path: Path) -> None:
+    docs = _documents()
+    ours = SyntrieverInMemoryDocumentStore(path=_file(tmp_path, docs), shared=False)
+    plain = InMemoryDocumentStore(embedding_similarity_function="dot_product")
+    plain.write_documents(docs)
+    extra = Document(id="extra", content="paris gene iron")
+    ours.write_documents([extra])  # the first thing that touches the statistics
+    plain.write_documents([extra])
+    assert ours._freq_vocab_for_idf == plain._freq_vocab_for_idf
+    assert ours._avg_doc_len == plain._avg_doc_len
+    assert ours.bm25_retrieval("paris gene iron", top_k=5) == plain.bm25_retrieval("paris gene iron", top_k=5)
+    ours.delete_documents(["d0"])
+    plain.delete_documents(["d0"])
+    assert ours._freq_vocab_for_idf == plain._freq_vocab_for_idf
+
+
+def test_a_plain_store_on_the_index_that_load_memory_store_fills_sees_the_vectors(tmp_path: Path) -> None:
+    from syntriever_haystack.serve.memory_store import load_memory_store
+
+    docs = _documents()
+    path = _file(tmp_path, docs)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data["init_parameters"]["index"] = "plain-shares-it"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    loaded, _ = load_memory_store(path)
+    try:
+        plain = InMemoryDocumentStore(index="plain-shares-it")  # e.g. a plain store in an old saved pipeline
+        assert plain.count_documents() == len(docs)
+        assert [d.embedding for d in plain.filter_documents()] == [d.embedding for d in docs]
+        assert len(plain.embedding_retrieval([1.0] * 6, top_k=3)) == 3
+        assert plain.bm25_retrieval("heart attack", top_k=3)  # its BM25 statistics are there
+    finally:
+        loaded.delete_all_documents()
+
+
+def test_the_kept_vectors_end_when_any_store_empties_the_index(tmp_path: Path) -> None:
+    path = _file(tmp_path, _documents())
+    ours = SyntrieverInMemoryDocumentStore(path=path, index="emptied-by-plain")
+    assert ours._vectors is not None
+    InMemoryDocumentStore(index="emptied-by-plain").delete_all_documents()
+    assert ours._vectors is None
+    assert ours.count_documents() == 0
+    ours.write_documents([Document(id="x", content="heart", embedding=[1.0] * 6)])
+    assert ours._bm25_attr.keys() == {"x"}  # nothing stale counted
+    assert ours.embedding_retrieval([1.0] * 6, top_k=5)[0].id == "x"
+    ours.delete_all_documents()
+
+
+def test_load_from_disk_filters_on_the_embedding_field_and_async(tmp_path: Path) -> None:
+    import asyncio
+
+    docs = _documents()
+    ours = SyntrieverInMemoryDocumentStore(path=_file(tmp_path, docs), shared=False)
+    ours.save_to_disk(str(tmp_path / "saved.json"))
+    again = SyntrieverInMemoryDocumentStore.load_from_disk(str(tmp_path / "saved.json"))
+    assert [d.embedding for d in again.stored_documents()] == [d.embedding for d in docs]
+    has_vector = {"field": "embedding", "operator": "!=", "value": None}
+    assert ours.count_documents_by_filter(has_vector) == len(docs) - 1
+    assert {d.id for d in ours.filter_documents(has_vector)} == {d.id for d in docs[:-1]}
+    assert ours.delete_by_filter({"field": "embedding", "operator": "==", "value": None}) == 1  # only "no-vector"
+    assert ours.count_documents() == len(docs) - 1
+    got = asyncio.run(ours.embedding_retrieval_async([1.0] * 6, top_k=3, return_embedding=True))
+    want = ours.embedding_retrieval([1.0] * 6, top_k=3, return_embedding=True)
+    assert got == want
+    assert all(d.embedding is not None for d in got)
+
+
+def test_float64_vectors_search_and_come_back_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    docs = [Document(id=f"w{i}", content=f"t {i}", embedding=rng.normal(size=4).tolist()) for i in range(12)]
+    path = _file(tmp_path, docs)
+    ours = SyntrieverInMemoryDocumentStore(path=path, shared=False)
+    plain = InMemoryDocumentStore.load_from_disk(str(path))
+    query = rng.normal(size=4).tolist()
+    got = ours.embedding_retrieval(query, top_k=12, return_embedding=True)
+    want = plain.embedding_retrieval(query, top_k=12, return_embedding=True)
+    assert [(d.id, d.embedding) for d in got] == [(d.id, d.embedding) for d in want]
+
+
+def test_meta_values_named_embedding_are_not_converted() -> None:
+    meta = {"inner": {"id": "m", "embedding": ["1", "2"]}, "flags": {"id": "f", "embedding": [True, 3]}}
+    text = json.dumps({"documents": [Document(id="a", content="x", meta=meta, embedding=[0.5, 0.25]).to_dict()]})
+    _, parsed, vectors = parse_store_json(text)
+    assert parsed[0].meta == meta
+    assert vectors is not None
+    assert vectors.embedding(parsed[0]) == [0.5, 0.25]

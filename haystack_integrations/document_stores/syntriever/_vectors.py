@@ -49,27 +49,30 @@ class DetachedVectors:
         return values
 
 
-def parse_store_json(text: str) -> tuple[dict[str, Any], list[Document], DetachedVectors | None]:
+def parse_store_json(
+    text: str, *, detach: bool = True
+) -> tuple[dict[str, Any], list[Document], DetachedVectors | None]:
     """A store file's JSON (Haystack's ``save_to_disk`` format): its other keys, its Documents, their vectors.
 
     The top-level Documents' embeddings are detached when all of them have the same dimension (else they stay
-    lists, as Haystack would load them). Values come back exactly: the matrix is float32 only when float32 holds
-    every value. An ``"embedding"`` inside a meta value is left as it was.
+    lists, as Haystack would load them), and only lists of JSON floats are. Values come back exactly: the matrix is
+    float32 only when float32 holds every value. An ``"embedding"`` inside a meta value is left as it was.
 
+    :param detach: ``False``: the Documents keep their embeddings (and no vectors are returned).
     :raises ValueError: The text is not JSON (or not a store file's structure).
     """
+    if not detach:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("documents") or [], list):
+            raise ValueError("the file is not a store file (a JSON object with a 'documents' list)")
+        return data, [Document.from_dict(record) for record in data.pop("documents", None) or []], None
     parsed: dict[int, tuple[dict[str, Any], np.ndarray]] = {}
 
     def hook(obj: dict[str, Any]) -> dict[str, Any]:
         embedding = obj.get("embedding")
-        if type(embedding) is list and embedding and "id" in obj:
-            try:
-                vector = np.asarray(embedding, dtype=np.float64)
-            except (TypeError, ValueError):
-                return obj
-            if vector.ndim == 1:
-                obj["embedding"] = None  # the list's floats are freed now, before the next document is read
-                parsed[id(obj)] = (obj, vector)
+        if type(embedding) is list and embedding and "id" in obj and all(type(x) is float for x in embedding):
+            obj["embedding"] = None  # the list's floats are freed now, before the next document is read
+            parsed[id(obj)] = (obj, np.asarray(embedding, dtype=np.float64))
         return obj
 
     data = json.loads(text, object_hook=hook)

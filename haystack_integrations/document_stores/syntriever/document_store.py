@@ -15,6 +15,8 @@ from haystack import Document, default_from_dict, default_to_dict
 from haystack.core.serialization import generate_qualified_class_name
 from haystack.document_stores.in_memory import InMemoryDocumentStore
 from haystack.document_stores.in_memory.document_store import BM25DocumentStats
+from haystack.document_stores.types import DuplicatePolicy
+from haystack.utils.filters import document_matches_filter
 
 from haystack_integrations.document_stores.syntriever._vectors import DetachedVectors, parse_store_json
 from syntriever_haystack.errors import SyntrieverError
@@ -48,12 +50,14 @@ class StoreFile:
 
 # Parsed store files by (file, mtime, size), while a store holds them: the stores of one loaded pipeline (a YAML
 # serialises the store once per retriever / writer) parse the file once and share the same Document objects.
-_PARSED: weakref.WeakValueDictionary[tuple[str, int, int], StoreFile] = weakref.WeakValueDictionary()
+_PARSED: weakref.WeakValueDictionary[tuple[str, int, int, bool], StoreFile] = weakref.WeakValueDictionary()
 _PARSED_LOCK = threading.Lock()
 
 
-def read_store_file(path: Path) -> StoreFile:
+def read_store_file(path: Path, *, detach_vectors: bool = True) -> StoreFile:
     """The parsed store file ``path`` (shared with the stores that hold the same version of it).
+
+    :param detach_vectors: Keep the embeddings beside the Documents (see ``parse_store_json``), not in them.
 
     :raises SyntrieverError: The file is missing or unreadable (the message names the fix).
     """
@@ -64,12 +68,12 @@ def read_store_file(path: Path) -> StoreFile:
             f"the document store file {path} does not exist. Build it first: `syntriever run RECIPE --until index` "
             f"for a run folder, or `syntriever index --store memory --store-path {path} ...`."
         ) from None
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    key = (str(path), stat.st_mtime_ns, stat.st_size, detach_vectors)
     with _PARSED_LOCK:
         parsed = _PARSED.get(key)
         if parsed is None:
             try:
-                data, documents, vectors = parse_store_json(path.read_text(encoding="utf-8"))
+                data, documents, vectors = parse_store_json(path.read_text(encoding="utf-8"), detach=detach_vectors)
             except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 raise SyntrieverError(
                     f"cannot read the document store file {path}: {exc}. Rebuild it (`syntriever index` or "
@@ -113,6 +117,7 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         shared: bool = True,
         embedding_similarity_function: Literal["dot_product", "cosine"] | None = None,
         return_embedding: bool = True,
+        detach_vectors: bool = True,
         load: bool = True,
     ) -> None:
         """
@@ -127,6 +132,10 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         :param embedding_similarity_function: ``"dot_product"`` or ``"cosine"``; ``None``: the file's (else
             ``dot_product``). It must fit the model that embedded the documents.
         :param return_embedding: Return the embeddings of retrieved Documents.
+        :param detach_vectors: Keep the loaded Documents' vectors in one matrix beside them (``embedding=None`` in the
+            storage; every method gives them back) instead of as Python lists (~8x less memory), and count
+            Haystack's BM25 statistics when first read. ``False`` when a plain ``InMemoryDocumentStore`` shares this
+            store's index: it reads the storage and the statistics directly.
         :param load: ``False`` creates the store empty without reading the file (to build pipelines before the file
             exists). Not serialised: a deserialised store always loads.
         :raises SyntrieverError: ``missing="error"`` and the file is missing or has no document; the file is
@@ -138,9 +147,11 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         self.missing = missing
         self._path = resolve_path(path)
         self._similarity = embedding_similarity_function
+        self.detach_vectors = detach_vectors
         self._file: StoreFile | None = None
         if load and (missing == "error" or self._path.exists()):
-            self._file = read_store_file(self._path)  # held: other stores loading this file share its documents
+            # held: other stores loading this file share its documents
+            self._file = read_store_file(self._path, detach_vectors=detach_vectors)
         saved = self._file.settings if self._file else {}
         documents = self._file.documents if self._file else []
         self.record: dict[str, Any] = dict(self._file.record) if self._file else {}
@@ -173,21 +184,27 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         them, and leave Haystack's BM25 statistics to be counted when first needed."""
         storage = self.storage
         for document in documents:
+            storage.pop(document.id, None)  # an overwrite moves the id to the end, as in Haystack's store
             storage[document.id] = document
         self._set_state("vectors", vectors)
         self._set_state("bm25_pending", True)
+        if not self.detach_vectors:  # a plain store may share the index: it reads the statistics directly
+            self._count_bm25()
 
     def _state(self, name: str) -> Any:
-        """This store's ``name`` in ``_SHARED_STATE`` (its index's, when shared; its own, else)."""
-        return _SHARED_STATE[name].get(self.index) if self._shared else self.__dict__.get(f"_local_{name}")
+        """This store's ``name`` in ``_SHARED_STATE`` (its index's, when shared; its own, else), while the storage it
+        was set for is the current one (any store's ``delete_all_documents`` replaces the storage: it ends)."""
+        entry = _SHARED_STATE[name].get(self.index) if self._shared else self.__dict__.get(f"_local_{name}")
+        return entry[1] if entry is not None and entry[0] is self.storage else None
 
     def _set_state(self, name: str, value: Any) -> None:
+        entry = None if value is None else (self.storage, value)
         if not self._shared:
-            self.__dict__[f"_local_{name}"] = value
-        elif value is None:
+            self.__dict__[f"_local_{name}"] = entry
+        elif entry is None:
             _SHARED_STATE[name].pop(self.index, None)
         else:
-            _SHARED_STATE[name][self.index] = value
+            _SHARED_STATE[name][self.index] = entry
 
     @property
     def _vectors(self) -> DetachedVectors | None:
@@ -239,6 +256,16 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         self._count_bm25()
         InMemoryDocumentStore._avg_doc_len.fset(self, value)  # type: ignore[attr-defined]
 
+    def write_documents(self, documents: list[Document], policy: DuplicatePolicy = DuplicatePolicy.NONE) -> int:
+        """Haystack's ``write_documents`` (the loaded Documents' BM25 statistics are counted first)."""
+        self._count_bm25()
+        return super().write_documents(documents, policy)
+
+    def delete_documents(self, document_ids: list[str]) -> None:
+        """Haystack's ``delete_documents`` (the loaded Documents' BM25 statistics are counted first)."""
+        self._count_bm25()
+        super().delete_documents(document_ids)
+
     def delete_all_documents(self) -> None:
         """Delete all documents (and the vectors kept beside them)."""
         super().delete_all_documents()
@@ -272,12 +299,55 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         embedding = self.embedding_of(document)
         return document if embedding is None else replace(document, embedding=embedding)
 
+    def _matching(self, filters: dict[str, Any] | None) -> list[Document]:
+        """The stored Document objects that match ``filters`` (a condition on ``embedding`` sees the kept vectors)."""
+        if not filters:
+            return list(self.storage.values())
+        InMemoryDocumentStore._validate_filters(filters)
+        view = self._with_embedding if self._vectors is not None and _names_embedding(filters) else None
+        strict = self.strict_datetime_comparison
+        return [
+            doc
+            for doc in self.storage.values()
+            if document_matches_filter(
+                filters=filters, document=doc if view is None else view(doc), strict_datetime_comparison=strict
+            )
+        ]
+
     def filter_documents(self, filters: dict[str, Any] | None = None) -> list[Document]:
-        """Haystack's ``filter_documents``; with ``return_embedding``, each Document has its embedding."""
-        documents = super().filter_documents(filters)
-        if not self.return_embedding or getattr(_BARE, "active", False) or self._vectors is None:
+        """Haystack's ``filter_documents``; with ``return_embedding``, each Document has its embedding (a Document
+        whose vector is kept beside it comes back as a copy holding it)."""
+        if self._vectors is None:
+            return super().filter_documents(filters)
+        documents = self._matching(filters)
+        if getattr(_BARE, "active", False):
             return documents
+        if not self.return_embedding:
+            return [replace(doc, embedding=None) for doc in documents]
         return [self._with_embedding(doc) for doc in documents]
+
+    def count_documents_by_filter(self, filters: dict[str, Any]) -> int:
+        """Haystack's ``count_documents_by_filter`` (a condition on ``embedding`` sees the kept vectors)."""
+        if self._vectors is None or not _names_embedding(filters):
+            return super().count_documents_by_filter(filters)
+        return len(self._matching(filters))
+
+    def update_by_filter(self, filters: dict[str, Any], meta: dict[str, Any]) -> int:
+        """Haystack's ``update_by_filter`` (a condition on ``embedding`` sees the kept vectors)."""
+        if self._vectors is None or not _names_embedding(filters):
+            return super().update_by_filter(filters, meta)
+        matching = self._matching(filters)
+        for doc in matching:
+            doc.meta.update(meta)
+        return len(matching)
+
+    def delete_by_filter(self, filters: dict[str, Any]) -> int:
+        """Haystack's ``delete_by_filter`` (a condition on ``embedding`` sees the kept vectors)."""
+        if self._vectors is None or not _names_embedding(filters):
+            return super().delete_by_filter(filters)
+        ids = [doc.id for doc in self._matching(filters)]
+        self.delete_documents(ids)
+        return len(ids)
 
     @contextmanager
     def _bare(self) -> Iterator[None]:
@@ -316,8 +386,7 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
         """Haystack's ``embedding_retrieval``, over the Documents' own embeddings and those kept beside them."""
         if len(query_embedding) == 0 or not isinstance(query_embedding[0], float):
             raise ValueError("query_embedding should be a non-empty list of floats.")
-        with self._bare():
-            candidates = super().filter_documents(filters) if filters else list(self.storage.values())
+        candidates = self._matching(filters)
         vectors = self._vectors
         searchable = [
             doc
@@ -398,6 +467,11 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
                 scores = (scores + 1.0) / 2.0
         return [float(x) for x in scores]
 
+    @classmethod
+    def load_from_disk(cls, path: str) -> SyntrieverInMemoryDocumentStore:
+        """A store over the file ``path`` (what ``save_to_disk`` and ``save_memory_store`` write)."""
+        return cls(path=path)
+
     def save_to_disk(self, path: str) -> None:
         """Haystack's ``save_to_disk``, every Document with its embedding, in a file that both
         ``InMemoryDocumentStore.load_from_disk`` and this store's ``path`` read."""
@@ -434,12 +508,22 @@ class SyntrieverInMemoryDocumentStore(InMemoryDocumentStore):
             shared=self._shared,
             embedding_similarity_function=self._similarity,
             return_embedding=self.return_embedding,
+            detach_vectors=self.detach_vectors,
         )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SyntrieverInMemoryDocumentStore:
         """Deserialise the store (loads its file)."""
         return default_from_dict(cls, data)
+
+
+def _names_embedding(filters: Any) -> bool:
+    """Whether a Haystack filter has a condition on the ``embedding`` field."""
+    if not isinstance(filters, dict):
+        return False
+    if filters.get("field") == "embedding":
+        return True
+    return any(_names_embedding(c) for c in filters.get("conditions") or [])
 
 
 def in_memory_config(store: InMemoryDocumentStore) -> dict[str, Any]:
