@@ -15,6 +15,9 @@ from pathlib import Path
 
 from syntriever_haystack.errors import SyntrieverError
 from syntriever_haystack.serve.hayhooks import PIPELINE_ENV, PIPELINES_DIR, QUERY_YAML, RERANK_YAML, RUN_ENV
+from syntriever_haystack.serve.torch_free import block_torch, is_torch_free
+
+TORCH_ENV = "SYNTRIEVER_SERVE_TORCH"  # "1": let the serving process import torch (a pipeline that needs it)
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 1416
@@ -102,6 +105,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(hayhooks_command(yaml, host=args.host, port=args.port))
         return 0
     env = server_environment(yaml, host=args.host, port=args.port)
+    if os.environ.get(TORCH_ENV) != "1" and is_torch_free(yaml.read_text(encoding="utf-8")):
+        block_torch()  # before Haystack is imported: it would import an installed torch (~180 MB) for nothing
     os.environ.pop(RUN_ENV, None)
     os.environ.update(env)  # before hayhooks.settings is imported: it reads HAYHOOKS_* once
     try:
@@ -139,7 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="serve a run folder's query pipeline over HTTP (Hayhooks, POST /search/run) on 127.0.0.1",
         description="Serve RUN_DIR/pipelines/query.yaml (query-rerank.yaml with --rerank; or a pipeline YAML given "
         "instead of RUN_DIR) as POST /search/run with Hayhooks, in the foreground until Ctrl-C. Request: "
-        '{"query": "...", "top_k": 5, "filters": {...}}. Needs the serve extra: ' + INSTALL_HINT + ".",
+        '{"query": "...", "top_k": 5, "filters": {...}}. Needs the serve extra: ' + INSTALL_HINT + ". A pipeline "
+        "whose components are all torch-free is served with importing torch blocked (Haystack would load an "
+        f"installed torch, ~180 MB, for nothing); {TORCH_ENV}=1 turns that off.",
     )
     serve.add_argument("run", metavar="RUN_DIR", help="run folder (syntriever quickstart / run), or a pipeline YAML")
     serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
