@@ -47,7 +47,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     },
     "mem pattern on": {"session": {"enable_mem_pattern": True}},
     "ranker batch 1": {"ranker": {"batch_size": 1}},
-    "ranker batch 2": {"ranker": {"batch_size": 2}},
+    "ranker batch 4": {"ranker": {"batch_size": 4}},
     "ranker batch 8": {"ranker": {"batch_size": 8}},
     "ranker batch 16": {"ranker": {"batch_size": 16}},
     "arena off": {"session": {"enable_cpu_mem_arena": False}},

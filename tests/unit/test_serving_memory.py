@@ -38,10 +38,10 @@ def test_onnx_model_sessions_run_with_those_options(exported_bi_encoder: Path, e
         assert model.session.get_session_options().intra_op_num_threads == 1
 
 
-def test_ranker_scores_four_pairs_per_call_by_default(exported_cross_encoder: Path) -> None:
+def test_ranker_scores_two_pairs_per_call_by_default(exported_cross_encoder: Path) -> None:
     ranker = SyntrieverRanker(model=exported_cross_encoder)
-    assert ranker.batch_size == 4
-    assert ranker.to_dict()["init_parameters"]["batch_size"] == 4
+    assert ranker.batch_size == 2
+    assert ranker.to_dict()["init_parameters"]["batch_size"] == 2
 
 
 DOCS = [

@@ -64,7 +64,7 @@ class SyntrieverRanker:
         embedding_separator: str = "\n",
         scale_score: bool = True,
         score_threshold: float | None = None,
-        batch_size: int = 4,
+        batch_size: int = 2,
         first_stage_weight: float = 0.0,
     ) -> None:
         """
@@ -93,8 +93,8 @@ class SyntrieverRanker:
         :param score_threshold: Drop Documents scoring below this (on the returned score: possibly scaled, or with
             ``first_stage_weight`` the fused one, which is relative to the list and not comparable across queries).
         :param batch_size: Pairs per ONNX Runtime call. The memory of a call grows with batch x length^2 (attention):
-            4 pairs at 256 tokens keep a serving process's peak about 100 MB below 16 pairs at the same speed
-            (``benchmarks/serving_memory.py``); larger batches only pay off with short inputs.
+            2 pairs at 256 tokens keep a serving process's peak about 16 MB below 4 pairs and 110 MB below 16, at the
+            same speed (``benchmarks/serving_memory.py``); larger batches only pay off with short inputs.
         :param first_stage_weight: Weight of the incoming Documents' own scores (the first stage's) in the returned
             score: the cross-encoder's logits and the incoming scores are each normalised by their list's
             distribution and summed, the logits with weight 1 (distribution-based score fusion, as
