@@ -343,9 +343,23 @@ def _fail(exc: BaseException, *, debug: bool) -> int:
     return 1
 
 
+def _serve_parser() -> argparse.ArgumentParser | None:
+    """The parser of ``syntriever serve`` alone: building every command's parser imports the training modules, and
+    with them torch, before ``serve`` can keep torch out of a torch-free pipeline's process. ``None`` when the serve
+    extra is missing (the full parser then names it)."""
+    try:
+        from syntriever_haystack.serve.cli import register
+    except ModuleNotFoundError:
+        return None
+    parser = argparse.ArgumentParser(prog="syntriever")
+    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     disable_telemetry_by_default()  # before anything imports haystack
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = (_serve_parser() if argv[:1] == ["serve"] else None) or build_parser()
     _add_debug_option(parser, top=True)
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False)) or os.environ.get("SYNTRIEVER_DEBUG", "") not in ("", "0")

@@ -59,3 +59,16 @@ def test_blocked_process_imports_haystack_and_the_serving_components_without_tor
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_serve_command_line_imports_no_training_module_before_it_serves() -> None:
+    code = (
+        "import sys\n"
+        "from syntriever_haystack import cli\n"
+        "parser = cli._serve_parser()\n"
+        "assert parser is not None\n"
+        "assert parser.parse_args(['serve', 'RUN']).run == 'RUN'\n"
+        "assert 'torch' not in sys.modules and 'syntriever_haystack.train' not in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
