@@ -34,7 +34,6 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_MB = 300
-BLOCKED = ("torch", "transformers", "optimum", "sentence_transformers")
 
 # Named configurations run with --variants. "session" keys are applied to every session's SessionOptions before
 # ONNX Runtime sees them ("config" entries through add_session_config_entry); "ranker"/"embedder" keys are set on
@@ -90,14 +89,10 @@ def _mappings(top: int = 8) -> dict[str, Any]:
 
 
 def _block_imports() -> None:
-    import importlib.abc
+    from syntriever_haystack.serve.torch_free import block_torch  # what `syntriever serve` does
 
-    class _Blocker(importlib.abc.MetaPathFinder):
-        def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-            if name.split(".")[0] in BLOCKED:
-                raise ModuleNotFoundError(name)
-
-    sys.meta_path.insert(0, _Blocker())
+    if not block_torch():
+        raise RuntimeError("torch was imported before the serving process could block it")
 
 
 def _wrap_sessions(session_overrides: dict[str, Any], created: list[str]) -> None:
@@ -133,6 +128,7 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
     from syntriever_haystack.runtime.metadata import ModelMetadata
     from syntriever_haystack.serve.memory_store import file_document_store
     from syntriever_haystack.serve.pipelines import query_pipeline, run_query
+    from syntriever_haystack.serve.torch_free import BLOCKED
 
     import_s = time.perf_counter() - t0
     stages["imports"] = _status()

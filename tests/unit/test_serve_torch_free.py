@@ -10,6 +10,13 @@ from syntriever_haystack.serve.torch_free import is_torch_free
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+def _run_python(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (imports start from nothing); it must exit 0."""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 TORCH_FREE_YAML = """
 components:
   bm25_retriever:
@@ -57,8 +64,7 @@ def test_blocked_process_imports_haystack_and_the_serving_components_without_tor
         "else:\n"
         "    raise AssertionError('torch imported')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_python(code)
 
 
 def test_the_serve_command_line_imports_no_training_module_before_it_serves() -> None:
@@ -70,5 +76,4 @@ def test_the_serve_command_line_imports_no_training_module_before_it_serves() ->
         "assert parser.parse_args(['serve', 'RUN']).run == 'RUN'\n"
         "assert 'torch' not in sys.modules and 'syntriever_haystack.train' not in sys.modules\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_python(code)
