@@ -93,7 +93,7 @@ def _query(params: Iterable[tuple[str, object]]) -> str:
 # ------------------------------------------------------------------------------------------------------ systems
 _ALLOWED_PARAMS = {
     "bm25": {"k1", "b", "method", "stemmer", "stopwords", "backend"},
-    "dense": {"precision", "max_length", "batch_size", "file_name"},
+    "dense": {"precision", "max_length", "batch_size", "query_batch_size", "file_name"},
     "st": {"batch_size", "max_length"},
     "hybrid": {"k", "candidates", "fusion"},  # plus the dense stage's own parameters
     "pipeline": {"top_k"},

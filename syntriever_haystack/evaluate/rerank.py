@@ -10,7 +10,7 @@ from __future__ import annotations
 from syntriever_haystack.evaluate.metrics import Run, rank_documents
 from syntriever_haystack.evaluate.search import ranked_scores
 from syntriever_haystack.evaluate.texts import SplitTexts, int_option, progress
-from syntriever_haystack.runtime.encode import score_documents
+from syntriever_haystack.runtime.encode import RERANK_BATCH_SIZE, score_documents
 from syntriever_haystack.runtime.fusion import fuse_scores
 from syntriever_haystack.runtime.onnx_model import OnnxModel, load_onnx_model
 from syntriever_haystack.specs import StageSpec, SystemSpecError
@@ -32,7 +32,7 @@ class Reranker:
             max_length=stage.int_option("max_length"),
             expected_kind="cross-encoder",
         )
-        self.batch_size = int_option(stage, "batch_size", 32)
+        self.batch_size = int_option(stage, "batch_size", RERANK_BATCH_SIZE)  # the served ranker's
         self.pair_scores: dict[tuple[str, str], float] = {}
 
     @staticmethod

@@ -3,7 +3,7 @@
 SPEC grammar (parameters after ``?`` are optional, ``&``-separated; parsed by :mod:`syntriever_haystack.specs`)::
 
     bm25[?k1=1.2&b=0.75&stemmer=english|none&backend=bm25s|haystack]
-    dense:EXPORTED_DIR[?precision=fp32|int8&max_length=N&batch_size=N]   # our ONNX embedders
+    dense:EXPORTED_DIR[?precision=fp32|int8&max_length=N&batch_size=N&query_batch_size=1]   # our ONNX embedders
     st:MODEL_NAME_OR_DIR[?batch_size=N&max_length=N]                      # sentence-transformers (torch)
     hybrid:EXPORTED_DIR[?candidates=N&fusion=dbsf|rrf&...] | hybrid:st:MODEL[...]  # BM25 + dense, fused
     pipeline:QUERY_PIPELINE_YAML[?top_k=N]                                # a saved Haystack query pipeline

@@ -55,7 +55,8 @@ def ensemble_teacher(
     texts = SplitTexts.from_dataset(dataset, include_title=include_title)  # the evaluation's cache key
     doc_ids, doc_texts = texts.doc_ids, texts.doc_texts
     stage = SystemSpec.parse(f"dense:{base_model}?precision={precision}").first_stage
-    doc_vectors, query_vectors, _ = onnx_vectors(stage, texts, cache, show_progress=progress)
+    # Training margins, not served vectors: the queries are batched.
+    doc_vectors, query_vectors, _ = onnx_vectors(stage, texts, cache, show_progress=progress, query_batch_size=32)
     params = BM25Params()
     index = BM25Index.build(doc_texts, params)
     row = {d: i for i, d in enumerate(doc_ids)}

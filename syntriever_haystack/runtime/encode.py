@@ -22,6 +22,7 @@ from syntriever_haystack.runtime.metadata import ModelMetadata
 from syntriever_haystack.runtime.onnx_model import OnnxModel, l2_normalize
 
 __all__ = [
+    "RERANK_BATCH_SIZE",
     "embed_documents",
     "embed_queries",
     "l2_normalize",
@@ -33,6 +34,11 @@ __all__ = [
     "score_documents",
     "unit_vectors_for_search",
 ]
+
+# Pairs per ONNX Runtime call of the served ``SyntrieverRanker`` (its default) and of the evaluation's rerank stages:
+# int8 files quantise each call's activations with one dynamic scale, so a pair's int8 score depends on the pairs
+# that share its call; evaluating at the served batch scores what is served.
+RERANK_BATCH_SIZE = 2
 
 
 def resolve_query_prefix(metadata: ModelMetadata, override: str | None = None) -> str:

@@ -78,18 +78,35 @@ def test_evaluator_dense_vectors_equal_the_embedders(bi_encoder: Path, dataset_d
     if metadata["similarity"] == "cosine" and not metadata["normalize"]:  # searched as cosine: unit vectors
         served_docs, served_queries = l2_normalize(served_docs), l2_normalize(served_queries)
     assert np.array_equal(doc_vectors, served_docs)
-    one_by_one = parse_system(f"dense:{bi_encoder}?batch_size=1").first_stage
-    _, exact_queries, _ = onnx_vectors(one_by_one, texts, EmbeddingCache(None), show_progress=False)
-    assert np.array_equal(exact_queries, served_queries)
-    assert np.allclose(query_vectors, served_queries, atol=1e-6)  # batched: padding changes only rounding
+    # The evaluator embeds queries one per call by default, as the served query embedder does: identical.
+    assert np.array_equal(query_vectors, served_queries)
+    batched = parse_system(f"dense:{bi_encoder}?batch_size=3&query_batch_size=3").first_stage
+    _, batched_queries, _ = onnx_vectors(batched, texts, EmbeddingCache(None), show_progress=False)
+    assert np.allclose(batched_queries, served_queries, atol=1e-6)  # fp32 batched: padding changes only rounding
+
+
+def test_evaluator_int8_query_vectors_are_the_served_ones(exported_bi_encoder: Path, dataset_dir: Path) -> None:
+    """int8 quantises each call's activations with one scale: batched queries move, one per call they do not."""
+    texts = SplitTexts.from_dataset(load_beir(dataset_dir, "test"))
+    stage = parse_system(f"dense:{exported_bi_encoder}?precision=int8").first_stage
+    _, query_vectors, _ = onnx_vectors(stage, texts, EmbeddingCache(None), show_progress=False)
+    text_embedder = SyntrieverTextEmbedder(model=exported_bi_encoder, quantization="int8")
+    served = np.asarray([text_embedder.run(text=q)["embedding"] for q in texts.query_texts], np.float32)
+    metadata = json.loads((exported_bi_encoder / "syntriever.json").read_text())
+    if metadata["similarity"] == "cosine" and not metadata["normalize"]:
+        served = l2_normalize(served)
+    assert np.array_equal(query_vectors, served)
+    batched = parse_system(f"dense:{exported_bi_encoder}?precision=int8&query_batch_size=8").first_stage
+    _, batched_queries, _ = onnx_vectors(batched, texts, EmbeddingCache(None), show_progress=False)
+    assert not np.array_equal(batched_queries, served)  # what the default avoids
 
 
 def test_evaluator_rerank_scores_equal_the_ranker(cross_encoder: Path, dataset_dir: Path) -> None:
     dataset = load_beir(dataset_dir, "test")
     runner = SystemRunner(dataset, progress=False)
     first, _ = runner.run(parse_system("bm25"))
-    reranked, _ = runner.run(parse_system(f"bm25+rerank:{cross_encoder}?top_k=3&batch_size=2"))
-    ranker = SyntrieverRanker(model=cross_encoder, batch_size=2, scale_score=False, top_k=100)
+    reranked, _ = runner.run(parse_system(f"bm25+rerank:{cross_encoder}?top_k=3"))  # both at their default batch
+    ranker = SyntrieverRanker(model=cross_encoder, scale_score=False, top_k=100)
     text_of = runner.texts.text_of
     checked = 0
     for query_id, docs in first.items():

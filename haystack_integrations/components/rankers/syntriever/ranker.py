@@ -8,7 +8,7 @@ import numpy as np
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils.misc import _deduplicate_documents
 
-from syntriever_haystack.runtime.encode import score_documents
+from syntriever_haystack.runtime.encode import RERANK_BATCH_SIZE, score_documents
 from syntriever_haystack.runtime.fusion import fuse_scores
 from syntriever_haystack.runtime.inputs import (
     check_count,
@@ -64,7 +64,7 @@ class SyntrieverRanker:
         embedding_separator: str = "\n",
         scale_score: bool = True,
         score_threshold: float | None = None,
-        batch_size: int = 2,
+        batch_size: int = RERANK_BATCH_SIZE,
         first_stage_weight: float = 0.0,
     ) -> None:
         """
