@@ -8,12 +8,11 @@ from syntriever_haystack.flow.recipe import Recipe, load_recipe
 
 Budget = Literal["small", "medium"]
 
-# ``small`` is the default recipe itself (every dataclass default): label-free, sized to finish in about 16 minutes
-# on two CPU cores with the offline LLM (LLM queries for 150 passages + 1,000 sentence queries, stage 1, the gate, no
-# reranker). ``medium`` writes 4x the LLM queries, uses more sentence queries and adds the LCE reranker (started from
-# the stage-1 encoder, fused with the first stage, served only through the gate): about 1.5 hours on SciFact on 2
-# cores, estimated from the step rates measured there (~1.4 s an LLM query, ~7 s a retriever step of 32, ~3.7 s a
-# reranker step of 8 groups of 4 at 128 tokens), not run end to end.
+# ``small`` is the default recipe itself (every dataclass default): label-free, sized to finish in about 13.5 minutes
+# on two CPU cores with the offline LLM (LLM queries for 150 passages + 600 sentence queries, stage 1, the gate, no
+# reranker; 804 s fresh on SciFact). ``medium`` writes 4x the LLM queries, uses 4,000 sentence queries and adds the LCE
+# reranker (started from the stage-1 encoder, fused with the first stage, served only through the gate): 74 minutes
+# on SciFact on 2 cores, run end to end (docs/training.md).
 BUDGETS: dict[str, dict[str, Any]] = {
     "small": {},
     "medium": {
@@ -40,7 +39,7 @@ def quickstart_recipe(
         which then also judges relevance (``generate.judge: llm``).
     :param api_base_url: OpenAI-compatible server URL.
     :param opensearch_url: Serve from OpenSearch at this URL instead of the in-memory store.
-    :param budget: ``small`` (default, ~16 min on 2 CPU cores) or ``medium``.
+    :param budget: ``small`` (default, ~13.5 min on 2 CPU cores) or ``medium`` (~75 min).
     :param use_training_labels: Opt in to the training split's queries and judgments (the Syntriever paper's
         setting: synthetic examples for the training queries plus their gold pairs).
     """

@@ -153,7 +153,7 @@ class GenerateSection:
 
     passages: int = 150
     queries_per_passage: int = 1
-    sentence_queries: int = 1000
+    sentence_queries: int = 600
     held_out: float = 0.3
     candidates: int = 30
     candidate_retriever: str = "bm25"
