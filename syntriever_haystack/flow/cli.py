@@ -97,7 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     quick = sub.add_parser(
         "quickstart",
-        help="the default recipe on SciFact (or --dataset): ~16 min on 2 CPU cores, offline",
+        help="the default recipe on SciFact (or --dataset): ~13.5 min on 2 CPU cores, offline",
         description="Run the embedded default recipe, label-free: the offline local LLM writes queries for sampled "
         "passages of the corpus, sentence queries and mined hard negatives add volume, the offline MiniLM base is "
         "trained on them (Syntriever stage 1), exported to ONNX, checked by the ship gate on held-out synthetic "
