@@ -72,7 +72,7 @@ def system_spec(name: str, models: Models) -> str:
     :raises ValueError: When the alias needs a model the run did not build.
     """
     first, plus, rest = name.partition("+rerank")
-    if first not in ("bm25", "zero-shot", "trained", "hybrid", "hybrid-zero-shot") or rest:
+    if first not in ("bm25", "zero-shot", "trained", "hybrid", "hybrid-zero-shot", "hybrid-trained") or rest:
         return name  # a raw SPEC
     if first == "bm25":
         spec = "bm25"
@@ -84,7 +84,7 @@ def system_spec(name: str, models: Models) -> str:
         if models.retriever is None:
             raise ValueError(f"system {name!r} needs the trained retriever, which this run has not built")
         spec = f"{'dense' if first == 'trained' else 'hybrid'}:{models.retriever}?precision={models.precision}"
-        if first == "hybrid":
+        if first in ("hybrid", "hybrid-trained"):
             spec += hybrid_options(models.fusion)
     if first == "hybrid":
         pipeline = models.query_rerank_pipeline if plus else models.query_pipeline

@@ -320,6 +320,7 @@ class EvaluateSection:
     """The comparison.
 
     :param systems: Aliases (``bm25``, ``zero-shot``, ``trained``, ``hybrid-zero-shot`` — BM25 + the base model —,
+        ``hybrid-trained`` — BM25 + the trained retriever, served or not —,
         ``hybrid`` — the saved first-stage pipeline —, ``hybrid+rerank`` — the saved reranked pipeline, added when
         the run trains a reranker —, ``trained+rerank``, ``zero-shot+rerank``,
         ``bm25+rerank``) or raw ``syntriever evaluate`` SPECs.
@@ -334,7 +335,9 @@ class EvaluateSection:
     :param cache: Reuse corpus embeddings across runs (``$SYNTRIEVER_CACHE`` or ``~/.cache/syntriever``).
     """
 
-    systems: list[str] = field(default_factory=lambda: ["bm25", "zero-shot", "trained", "hybrid-zero-shot", "hybrid"])
+    systems: list[str] = field(
+        default_factory=lambda: ["bm25", "zero-shot", "trained", "hybrid-zero-shot", "hybrid-trained", "hybrid"]
+    )
     baseline: str = "zero-shot"
     metrics: list[str] = field(default_factory=lambda: ["nDCG@10", "R@100", "RR@10"])
     rerank_depth: int = 10
@@ -349,8 +352,9 @@ class GateSection:
     """The ship gate: a trained component replaces what it improves on only when a label-free check says so.
 
     The check ranks the held-out synthetic queries (``generate.held_out``; never trained on) over the full corpus,
-    each with its source passage as the one relevant document: the trained retriever against the base model, the
-    reranker on the served first stage against that first stage alone.
+    each with its source passage as the one relevant document, with what would be served: the hybrid (BM25 + dense,
+    fused as ``serve.fusion``) with the trained retriever against the hybrid with the base model (the dense models
+    alone are reported, not decided on), then the reranker on the served first stage against that first stage alone.
 
     :param enabled: Off: every trained component is served (the report says so).
     :param metric: The metric compared.

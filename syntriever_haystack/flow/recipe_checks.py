@@ -26,6 +26,7 @@ SYSTEM_ALIASES = {
     "zero-shot": "the base model, exported to ONNX, untrained",
     "trained": "the trained retriever (stage 1, or stage 2 when enabled)",
     "hybrid-zero-shot": "BM25 + the base model, fused as serve.fusion says (the untrained hybrid)",
+    "hybrid-trained": "BM25 + the trained retriever, fused as serve.fusion says (whether or not the gate serves it)",
     "hybrid": "the saved query pipeline: BM25 + the served dense model (trained if it passed the gate), fused",
     "hybrid+rerank": "the hybrid top rerank_depth reranked by the trained reranker (the reranked query pipeline)",
     "zero-shot+rerank": "the base model's top rerank_depth reranked by the trained reranker",

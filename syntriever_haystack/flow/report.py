@@ -75,11 +75,14 @@ def _served_text(evaluation: dict[str, Any]) -> list[str]:
 def real_effects(gate: dict[str, Any], evaluation: dict[str, Any] | None) -> dict[str, dict[str, float]]:
     """Per gate check, the same comparison on the evaluation's judgments (when there are any)."""
     rows = {r["system"]: r for r in (evaluation or {}).get("rows", [])}
-    pairs = {"retriever": ("trained", "zero-shot"), "reranker": ("hybrid+rerank", "hybrid")}
     metric = gate.get("metric", "nDCG@10")
     out = {}
     for check in gate.get("checks", []):
-        candidate, incumbent = pairs.get(check["component"], ("", ""))
+        # the check's own systems when the evaluation scored them (the retriever check compares the hybrids; a
+        # gate.json of an earlier run compared the dense models)
+        candidate, incumbent = check.get("candidate", ""), check.get("incumbent", "")
+        if check["component"] == "reranker":
+            candidate, incumbent = "hybrid+rerank", "hybrid"
         if candidate in rows and incumbent in rows and metric in rows[candidate]["means"]:
             a, b = rows[candidate]["means"][metric], rows[incumbent]["means"][metric]
             out[check["component"]] = {"candidate": round(a, 4), "incumbent": round(b, 4), "delta": round(a - b, 4)}

@@ -108,7 +108,15 @@ def tiny_recipe(dataset: Path, base: Path, **overrides: Any) -> dict[str, Any]:
             "corpus_sample": 30,
             "cache": False,
             "rerank_depth": 5,
-            "systems": ["bm25", "zero-shot", "trained", "hybrid", "hybrid+rerank"],
+            "systems": [
+                "bm25",
+                "zero-shot",
+                "trained",
+                "hybrid-zero-shot",
+                "hybrid-trained",
+                "hybrid",
+                "hybrid+rerank",
+            ],
         },
     }
     for section, values in overrides.items():
@@ -188,7 +196,15 @@ def test_tiny_recipe_runs_every_step_and_writes_the_outputs(first_run: tuple[dic
     assert results["train-stage2"]["steps"] > 0
     assert results["index"]["documents"] == 30  # the sampled evaluation corpus
     rows = {row["system"]: row for row in results["evaluate"]["rows"]}
-    assert set(rows) == {"bm25", "zero-shot", "trained", "hybrid", "hybrid+rerank"}
+    assert set(rows) == {
+        "bm25",
+        "zero-shot",
+        "trained",
+        "hybrid-zero-shot",
+        "hybrid-trained",
+        "hybrid",
+        "hybrid+rerank",
+    }
     assert rows["zero-shot"]["baseline"]
     assert "nDCG@10" in rows["trained"]["delta"]
     assert results["evaluate"]["sampled_corpus"]
@@ -210,6 +226,45 @@ def test_tiny_recipe_runs_every_step_and_writes_the_outputs(first_run: tuple[dic
     assert summary_json["labels"] == "training split (opt-in)"
     assert summary_json["gate"]["checks"]
     assert set(summary_json["gate"]["real_effect"]) == {"retriever", "reranker"}
+
+
+def test_the_gate_compares_the_hybrids_as_served(first_run: tuple[dict[str, Any], Path, RunSummary]) -> None:
+    """The retriever check ranks the held-out queries with BM25 + each dense model fused as served (the dense models
+    alone are reported beside it), recomputed here from the SPECs; the real effect is the same hybrids' rows."""
+    from syntriever_haystack.data.beir import read_corpus
+    from syntriever_haystack.evaluate import evaluate_systems
+    from syntriever_haystack.generate.label_free import SyntheticQuery, gate_dataset
+
+    _, out, summary = first_run
+    results = summary.results
+    check = results["gate"]["checks"][0]
+    assert (check["component"], check["candidate"], check["incumbent"]) == (
+        "retriever",
+        "hybrid-trained",
+        "hybrid-zero-shot",
+    )
+    lines = (out / "data" / "mined" / "gate.jsonl").read_text().splitlines()
+    queries = [
+        SyntheticQuery(r["query_id"], r["query"], r["source_doc_id"], r["query_type"]) for r in map(json.loads, lines)
+    ]
+    corpus = read_corpus(Path(results["data"]["path"]) / "corpus.jsonl")
+    dataset = gate_dataset(queries, corpus, name=str(results["data"]["name"]))
+    base = f"{(out / 'models' / 'base-onnx').resolve()}?precision={results['base-model']['precision']}"
+    trained = f"{(out / 'models' / 'retriever-onnx').resolve()}?precision={results['export-retriever']['precision']}"
+    fused = "&fusion=dbsf&candidates=100"
+    specs = [f"hybrid:{base}{fused}", f"hybrid:{trained}{fused}", f"dense:{base}", f"dense:{trained}"]
+    scored = evaluate_systems(dataset, specs, metrics=["nDCG@10"], progress=False).systems
+    values = [round(s.means["nDCG@10"], 4) for s in scored]
+    assert [check["incumbent_value"], check["candidate_value"]] == values[:2]
+    assert [check["dense"]["incumbent_value"], check["dense"]["candidate_value"]] == values[2:]
+    assert check["decision"] in ("ship", "keep zero-shot")
+    rows = {row["system"]: row["means"]["nDCG@10"] for row in results["evaluate"]["rows"]}
+    effect = json.loads((out / "report" / "summary.json").read_text())["gate"]["real_effect"]["retriever"]
+    assert (effect["candidate"], effect["incumbent"]) == (
+        round(rows["hybrid-trained"], 4),
+        round(rows["hybrid-zero-shot"], 4),
+    )
+    assert "The dense models alone, not decided on" in (out / "report" / "gate.md").read_text()
 
 
 def test_the_reused_index_embeddings_equal_what_the_evaluation_computes(
