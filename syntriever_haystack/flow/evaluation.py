@@ -428,6 +428,9 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         specs = {name: system_spec(name, models) for name in names}
     except ValueError as exc:
         raise FlowError(f"evaluate.systems: {exc}") from None
+    if "hybrid" in specs and specs.get("hybrid-trained") == specs["hybrid"]:  # hybrid scored by the library's fusion
+        del specs["hybrid-trained"]
+        notes.append("hybrid-trained is the hybrid row here (the same system, scored once)")
     aliases = {spec: name for name, spec in specs.items()}
     cache = _primed_cache(ctx, dataset)
     report = evaluate_systems(
