@@ -3,7 +3,8 @@
 The check ranks the held-out synthetic queries of the ``mine`` step (their passages were never trained on) over the
 full corpus, each with its source passage as the one relevant document:
 
-- retriever: the trained dense model against the base model (each alone, as the query pipeline's dense half);
+- retriever: the served hybrid with the trained dense model (BM25 + it, fused as ``serve.fusion``) against the hybrid
+  with the base model; the dense models alone are scored and reported beside it, not decided on;
 - reranker: the served first stage (BM25 + the dense model that passed) reranked, against that first stage alone.
 
 A component ships when its ``gate.metric`` beats the incumbent's by more than ``gate.min_delta`` and the paired test
