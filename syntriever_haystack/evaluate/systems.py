@@ -93,6 +93,8 @@ class SystemRunner:
     :param progress: Show progress bars.
     :param pipeline_runner: Loads and searches the saved pipelines of ``pipeline:`` systems (the library does not
         load pipelines itself; see :mod:`.pipeline`).
+    :param query_batch_size: Queries per ONNX call of ``dense:`` stages; ``None``: each stage's ``query_batch_size``
+        (default 1, the served text embedder's). Callers that mine candidates rather than evaluate may batch.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class SystemRunner:
         cache: EmbeddingCache | None = None,
         progress: bool = True,
         pipeline_runner: PipelineRunner | None = None,
+        query_batch_size: int | None = None,
     ) -> None:
         self.dataset = dataset
+        self.query_batch_size = query_batch_size
         self.pipeline_runner = pipeline_runner
         self.depth = depth
         self.include_title = include_title
@@ -176,7 +180,9 @@ class SystemRunner:
     def _dense(self, stage: StageSpec, depth: int) -> Result:
         started = time.perf_counter()
         if stage.kind == "dense":
-            vectors = onnx_vectors(stage, self.texts, self.cache, show_progress=self.progress)
+            vectors = onnx_vectors(
+                stage, self.texts, self.cache, show_progress=self.progress, query_batch_size=self.query_batch_size
+            )
         else:
             vectors = st_vectors(stage, self.texts, self.cache, show_progress=self.progress)
         doc_vectors, query_vectors, cached = vectors

@@ -428,7 +428,8 @@ def run_evaluation(ctx: FlowContext) -> dict[str, Any]:
         specs = {name: system_spec(name, models) for name in names}
     except ValueError as exc:
         raise FlowError(f"evaluate.systems: {exc}") from None
-    if "hybrid" in specs and specs.get("hybrid-trained") == specs["hybrid"]:  # hybrid scored by the library's fusion
+    same = "hybrid" in specs and specs.get("hybrid-trained") == specs["hybrid"]  # no saved pipeline to score
+    if same and section.baseline != "hybrid-trained":
         del specs["hybrid-trained"]
         notes.append("hybrid-trained is the hybrid row here (the same system, scored once)")
     aliases = {spec: name for name, spec in specs.items()}

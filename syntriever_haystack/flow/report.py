@@ -78,14 +78,22 @@ def real_effects(gate: dict[str, Any], evaluation: dict[str, Any] | None) -> dic
     metric = gate.get("metric", "nDCG@10")
     out = {}
     for check in gate.get("checks", []):
-        # the check's own systems when the evaluation scored them (the retriever check compares the hybrids; a
-        # gate.json of an earlier run compared the dense models)
-        candidate, incumbent = check.get("candidate", ""), check.get("incumbent", "")
+        # The check's own systems when the evaluation scored them (the retriever check compares the hybrids; a
+        # gate.json of an earlier run compared the dense models), else the dense models (a recipe whose
+        # evaluate.systems has no hybrid-trained / hybrid-zero-shot).
+        pairs = [(check.get("candidate", ""), check.get("incumbent", "")), ("trained", "zero-shot")]
         if check["component"] == "reranker":
-            candidate, incumbent = "hybrid+rerank", "hybrid"
-        if candidate in rows and incumbent in rows and metric in rows[candidate]["means"]:
-            a, b = rows[candidate]["means"][metric], rows[incumbent]["means"][metric]
-            out[check["component"]] = {"candidate": round(a, 4), "incumbent": round(b, 4), "delta": round(a - b, 4)}
+            pairs = [("hybrid+rerank", "hybrid")]
+        for candidate, incumbent in pairs:
+            if candidate in rows and incumbent in rows and metric in rows[candidate]["means"]:
+                a, b = rows[candidate]["means"][metric], rows[incumbent]["means"][metric]
+                out[check["component"]] = {
+                    "candidate": round(a, 4),
+                    "incumbent": round(b, 4),
+                    "delta": round(a - b, 4),
+                    "systems": f"{candidate} vs {incumbent}",
+                }
+                break
     return out
 
 
@@ -99,7 +107,8 @@ def gate_text(gate: dict[str, Any], evaluation: dict[str, Any] | None) -> list[s
         metric = gate.get("metric", "nDCG@10")
         lines += ["", f"The same comparisons on the evaluation's judgments ({metric}; never used by the gate):", ""]
         for component, e in effects.items():
-            lines.append(f"- {component}: {e['candidate']:.4f} vs {e['incumbent']:.4f} ({e['delta']:+.4f})")
+            systems = f" ({e['systems']})" if e.get("systems") else ""
+            lines.append(f"- {component}{systems}: {e['candidate']:.4f} vs {e['incumbent']:.4f} ({e['delta']:+.4f})")
     return lines
 
 

@@ -69,6 +69,7 @@ class SpecRetriever:
             include_title=self.include_title,
             cache=self.cache or EmbeddingCache(default_cache_dir() / "embeddings"),
             progress=self.progress,
+            query_batch_size=32,  # candidates for training data, not served vectors: batched
         )
         run, _ = runner.run(self.system)
         return {qid: rank_documents(run.get(qid, {}))[:top_k] for qid in queries}

@@ -858,3 +858,33 @@ def test_a_component_that_does_not_beat_what_it_replaces_is_not_served(
     assert Path(embedder["model"]).name == "base-onnx"
     assert summary.results["evaluate"]["served"] == "hybrid"
     assert summary.results["answer"]["pipeline"].endswith("query.yaml")
+
+
+def test_the_real_effect_is_the_checks_own_comparison_or_says_which_it_is() -> None:
+    """The retriever's real effect compares the check's hybrids when evaluated, else the dense models, and names
+    the systems compared; the reranker's is always the reranked pipeline against the first stage."""
+    from syntriever_haystack.flow.report import real_effects
+
+    gate = {
+        "metric": "nDCG@10",
+        "checks": [
+            {"component": "retriever", "candidate": "hybrid-trained", "incumbent": "hybrid-zero-shot"},
+            {"component": "reranker", "candidate": "hybrid+rerank", "incumbent": "hybrid"},
+        ],
+    }
+
+    def rows(values: dict[str, float]) -> dict[str, Any]:
+        return {"rows": [{"system": k, "means": {"nDCG@10": v}} for k, v in values.items()]}
+
+    dense = {"trained": 0.61, "zero-shot": 0.6, "hybrid": 0.7, "hybrid+rerank": 0.69}
+    both = real_effects(gate, rows({**dense, "hybrid-trained": 0.74, "hybrid-zero-shot": 0.73}))
+    assert both["retriever"] == {
+        "candidate": 0.74,
+        "incumbent": 0.73,
+        "delta": 0.01,
+        "systems": "hybrid-trained vs hybrid-zero-shot",
+    }
+    assert both["reranker"]["systems"] == "hybrid+rerank vs hybrid"
+    fallback = real_effects(gate, rows(dense))["retriever"]
+    assert (fallback["systems"], fallback["delta"]) == ("trained vs zero-shot", 0.01)
+    assert real_effects(gate, None) == {}
